@@ -1,0 +1,64 @@
+// Environment -> validated configuration. Every variable has a default so `bun run src/index.ts` works with
+// nothing set; a value that is set but wrong stops the process with a message naming the variable.
+import { z } from "zod";
+
+/** A whole number written in decimal digits only ("", "1e3", "0x10", "5.5" and " 5" are all rejected). */
+const integer = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`))
+    .default(fallback);
+
+/** `true/false/1/0` (any case). Not `z.coerce.boolean()`, which reads the string "false" as true. */
+const boolean = (fallback: boolean) =>
+  z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(["true", "false", "1", "0"], { message: "must be one of true, false, 1, 0" }))
+    .transform((s) => s === "true" || s === "1")
+    .default(fallback);
+
+const MiB = 1024 * 1024;
+
+export const ConfigSchema = z.object({
+  PORT: integer(3000, 0, 65535),
+  HOST: z.string().min(1, "must not be empty").default("0.0.0.0"),
+  PING_INTERVAL_MS: integer(5000, 10, 3_600_000),
+  PING_WAIT_MS: integer(10000, 10, 3_600_000),
+  PERMESSAGE_DEFLATE: boolean(true),
+  // uWS applies it after inflating, so it bounds what a compressed frame can expand to.
+  MAX_PAYLOAD_BYTES: integer(MiB, 64, 256 * MiB),
+  MAX_TOPICS_PER_CONNECTION: integer(100, 1, 100_000),
+  BACKPRESSURE_LIMIT_BYTES: integer(MiB, 1024, 1024 * MiB),
+  SHUTDOWN_GRACE_MS: integer(5000, 0, 600_000),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+});
+
+export type Config = z.output<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Reads only the variables the schema names; an empty string counts as unset. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(ConfigSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== "") input[key] = value;
+  }
+  const result = ConfigSchema.safeParse(input);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? "config");
+    return `${name}=${JSON.stringify(env[name] ?? "")}: ${issue.message}`;
+  });
+  throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+}
+
+/** Config for tests and embedding: defaults, then the overrides given. */
+export function configWith(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}), ...overrides };
+}

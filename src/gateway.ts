@@ -1,0 +1,231 @@
+// The WebSocket side of the server: one small state object per connection, the native Bun handlers for both
+// routes, the /connect protocol, heartbeat wiring, recovery and drain.
+//
+// Elysia owns the HTTP surface and performs the upgrade (so Eden gets its types from the `.ws()` routes), but
+// frames are handled here on Bun's raw ServerWebSocket: Elysia's per-message wrapper costs ~4x a raw echo,
+// auto-parses "123" into 123, swallows handler errors and validates responses backwards (see
+// ../shared/docs/bun-elysia-pitfalls.md). On open, Elysia's request context (which it stores in `ws.data`
+// for the life of the socket) is replaced by a `Conn` of a few fields, which keeps idle connections small.
+import type { ServerWebSocket, WebSocketHandler } from "bun";
+import type { Broker } from "./broker.ts";
+import type { Config } from "./config.ts";
+import { Heartbeat, type Beating } from "./heartbeat.ts";
+import { errorFields, type Logger } from "./log.ts";
+import {
+  ClientFrame,
+  CloseCode,
+  CloseReason,
+  encode,
+  FrameId,
+  isValidTopic,
+  type ErrorCode,
+} from "./protocol.ts";
+
+/** The routes that upgrade to WebSocket; Elysia's context carries the matched route into `open`. */
+export const ECHO_ROUTE = "/echo";
+export const CONNECT_ROUTE = "/connect";
+
+/** Frames at least this long are compressed when permessage-deflate is on; shorter ones cost more than they save. */
+const COMPRESS_FROM_BYTES = 256;
+
+export class Conn implements Beating {
+  seen = 0;
+  pinged = -1;
+  closed = false;
+  /** Topics held; Bun keeps the set itself, we only need the count for MAX_TOPICS_PER_CONNECTION. */
+  topics = 0;
+  constructor(
+    readonly ws: ServerWebSocket<Conn>,
+    readonly seq: number,
+    readonly echo: boolean,
+  ) {}
+}
+
+type Socket = ServerWebSocket<Conn>;
+
+export class Gateway {
+  readonly connections = new Set<Conn>();
+  readonly heartbeat: Heartbeat<Conn>;
+  /** Set on shutdown: upgrades are refused and every socket is closed with 1001. */
+  draining = false;
+  /** The Bun websocket handlers; pass them to `listen({ websocket })`, they replace Elysia's dispatcher. */
+  readonly websocket: WebSocketHandler<Conn>;
+
+  private seq = 0;
+  /** Makes connection ids unique across processes and restarts without coordination. */
+  private readonly idPrefix = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
+  private readonly compressFrom: number;
+  private readonly welcomeTimeoutMs: number;
+
+  constructor(
+    private readonly config: Config,
+    private readonly broker: Broker,
+    private readonly log: Logger,
+  ) {
+    this.compressFrom = config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;
+    this.welcomeTimeoutMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
+    this.heartbeat = new Heartbeat<Conn>({
+      intervalMs: config.PING_INTERVAL_MS,
+      waitMs: config.PING_WAIT_MS,
+      ping: (conn) => void conn.ws.ping(),
+      timeout: (conn) => {
+        this.log.debug("heartbeat_timeout", { connectionId: this.connectionId(conn) });
+        conn.ws.close(CloseCode.heartbeatTimeout, CloseReason.heartbeatTimeout);
+      },
+      failed: (conn, error) => this.fail(conn, error, "heartbeat"),
+    });
+    this.websocket = this.handlers();
+  }
+
+  connectionId(conn: Conn): string {
+    return `${this.idPrefix}-${conn.seq.toString(36)}`;
+  }
+
+  /** Closes every socket with 1001; close handlers run synchronously, so the set empties as we go. */
+  drain(): void {
+    this.draining = true;
+    for (const conn of [...this.connections]) conn.ws.close(CloseCode.shuttingDown, CloseReason.shuttingDown);
+  }
+
+  stop(): void {
+    this.heartbeat.stop();
+  }
+
+  /** Recovery: a failure in a handler closes that one connection with 1011; everything else goes on. */
+  private fail(conn: Conn | undefined, error: unknown, where: string): void {
+    this.log.error("handler_failed", {
+      where,
+      connectionId: conn ? this.connectionId(conn) : undefined,
+      ...errorFields(error),
+    });
+    if (conn !== undefined && !conn.closed) conn.ws.close(CloseCode.internalError, CloseReason.internalError);
+  }
+
+  private handlers(): WebSocketHandler<Conn> {
+    const { heartbeat, connections } = this;
+    return {
+      // Bun options; `idleTimeout: 0` because Bun's idle timer is reset by our own sends and so cannot detect
+      // a dead peer that we keep publishing to. The heartbeat module owns deadlines instead.
+      idleTimeout: 0,
+      sendPings: false,
+      perMessageDeflate: this.config.PERMESSAGE_DEFLATE,
+      maxPayloadLength: this.config.MAX_PAYLOAD_BYTES,
+      // uWS drops a consumer whose buffer passes the limit (see README, "Backpressure"). This bounds memory
+      // per slow consumer without any JS on the fan-out path.
+      backpressureLimit: this.config.BACKPRESSURE_LIMIT_BYTES,
+      closeOnBackpressureLimit: true,
+      publishToSelf: true,
+
+      open: (ws) => {
+        const route = (ws.data as unknown as { route?: string }).route;
+        const conn = new Conn(ws, ++this.seq, route === ECHO_ROUTE);
+        ws.data = conn; // drops Elysia's request context
+        connections.add(conn);
+        heartbeat.track(conn);
+        if (!conn.echo) {
+          ws.send(encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.welcomeTimeoutMs));
+        }
+      },
+
+      message: (ws, raw) => {
+        const conn = ws.data;
+        conn.seen = heartbeat.tick;
+        // /echo: parity with the gws / tungstenite echo servers, nothing but the send.
+        if (conn.echo) ws.send(raw, raw.length >= this.compressFrom);
+        else this.onFrame(ws, conn, raw);
+      },
+
+      ping: (ws) => {
+        ws.data.seen = heartbeat.tick; // Bun answers the ping with a pong itself
+      },
+      pong: (ws) => {
+        ws.data.seen = heartbeat.tick;
+      },
+
+      close: (ws, code, reason) => {
+        const conn = ws.data;
+        if (!(conn instanceof Conn) || conn.closed) return;
+        conn.closed = true;
+        connections.delete(conn);
+        if (code !== 1000 && code !== 1001 && code !== 1005 && code !== 1006) {
+          this.log.info("close", { connectionId: this.connectionId(conn), code, reason });
+        }
+      },
+
+      // Bun calls this when any handler above throws synchronously: recover that one socket.
+      error: (error, ws) => {
+        const conn = ws.data instanceof Conn ? ws.data : undefined;
+        this.fail(conn, error, "websocket");
+      },
+    };
+  }
+
+  /** /connect: one JSON text frame -> at most one reply, plus a native fan-out for publish. */
+  private onFrame(ws: Socket, conn: Conn, raw: string | Buffer): void {
+    if (typeof raw !== "string") {
+      ws.send(encode.error("unsupported_binary", "binary frames are not supported on /connect: send JSON text"));
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      ws.send(encode.error("invalid_json", "frame is not valid JSON"));
+      return;
+    }
+    const parsed = ClientFrame.safeParse(value);
+    if (!parsed.success) {
+      const message = parsed.error.issues
+        .map((issue) => (issue.path.length ? `${issue.path.join(".")}: ${issue.message}` : issue.message))
+        .join("; ");
+      ws.send(encode.error("invalid_message", message, validIdOf(value)));
+      return;
+    }
+    const frame = parsed.data;
+
+    switch (frame.type) {
+      case "publish": {
+        if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
+        this.broker.publish(frame.topic, encode.message(frame.topic, frame.data));
+        if (frame.id !== undefined) ws.send(encode.ack(frame.id));
+        return;
+      }
+      case "subscribe": {
+        if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
+        if (!ws.isSubscribed(frame.topic)) {
+          if (conn.topics >= this.config.MAX_TOPICS_PER_CONNECTION) {
+            const limit = this.config.MAX_TOPICS_PER_CONNECTION;
+            return reject(ws, "too_many_topics", `at most ${limit} topics per connection`, frame.id);
+          }
+          ws.subscribe(frame.topic);
+          conn.topics++;
+        }
+        ws.send(encode.subscribed(frame.topic, frame.id));
+        return;
+      }
+      case "unsubscribe": {
+        if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
+        if (!ws.unsubscribe(frame.topic)) return reject(ws, "not_subscribed", `not subscribed to ${frame.topic}`, frame.id);
+        conn.topics--;
+        ws.send(encode.unsubscribed(frame.topic, frame.id));
+        return;
+      }
+      case "ping":
+        ws.send(encode.pong(frame.id));
+        return;
+    }
+  }
+}
+
+function reject(ws: Socket, code: ErrorCode, message: string, id: FrameId | undefined): void {
+  ws.send(encode.error(code, message, id));
+}
+
+const TOPIC_RULE = "topic must be 1-200 characters of letters, digits and . _ - : /";
+
+/** The frame's id if it is a valid one, so that a client can match the error to its request. */
+function validIdOf(value: unknown): FrameId | undefined {
+  if (typeof value !== "object" || value === null || !("id" in value)) return undefined;
+  const id = FrameId.safeParse(value.id);
+  return id.success ? id.data : undefined;
+}

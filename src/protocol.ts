@@ -1,0 +1,104 @@
+// The wire protocol of GET /connect: every client and server frame as a zod schema, the error codes and the
+// close codes. Everything else (server, Eden client, tests) takes its types from here.
+import { z } from "zod";
+
+/** Any JSON value: what `data` may hold. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+
+/** Topic names: 1-200 chars of letters, digits and `. _ - : /`. None of them needs escaping in JSON. */
+export const TOPIC_PATTERN = /^[A-Za-z0-9._:/-]{1,200}$/;
+export const isValidTopic = (topic: string): boolean => TOPIC_PATTERN.test(topic);
+
+/** A correlation id chosen by the client and echoed in the reply. */
+export const FrameId = z.union([z.string().max(64), z.number()]); // zod 4's number() is finite-only
+export type FrameId = z.infer<typeof FrameId>;
+
+// `data` arrives from JSON.parse, so it is JSON by construction; walking it again with z.json() would cost
+// time proportional to its size on the hot path. We only require the key to be present (`null` is a value).
+const Data = z.custom<Json>((value) => value !== undefined, { message: "required (null is a value)" });
+
+// Topics are plain strings in the schema: a string that breaks the name rule is `invalid_topic`, reported
+// separately from a schema failure (`invalid_message`).
+const id = FrameId.optional();
+
+export const SubscribeFrame = z.object({ type: z.literal("subscribe"), topic: z.string(), id });
+export const UnsubscribeFrame = z.object({ type: z.literal("unsubscribe"), topic: z.string(), id });
+export const PublishFrame = z.object({ type: z.literal("publish"), topic: z.string(), data: Data, id });
+export const PingFrame = z.object({ type: z.literal("ping"), id });
+
+/** Client -> server. Unknown extra keys are ignored (forward compatible); an unknown `type` is invalid. */
+export const ClientFrame = z.discriminatedUnion("type", [SubscribeFrame, UnsubscribeFrame, PublishFrame, PingFrame]);
+export type ClientFrame = z.infer<typeof ClientFrame>;
+
+export const ErrorCode = z.enum([
+  "invalid_json",
+  "invalid_message",
+  "invalid_topic",
+  "too_many_topics",
+  "not_subscribed",
+  "unsupported_binary",
+]);
+export type ErrorCode = z.infer<typeof ErrorCode>;
+
+// Server -> client. Strict objects: a server frame carries exactly these fields, so clients can rely on them.
+export const WelcomeFrame = z.strictObject({
+  type: z.literal("welcome"),
+  connectionId: z.string(),
+  heartbeat: z.strictObject({ intervalMs: z.number(), timeoutMs: z.number() }),
+});
+export const SubscribedFrame = z.strictObject({ type: z.literal("subscribed"), topic: z.string(), id });
+export const UnsubscribedFrame = z.strictObject({ type: z.literal("unsubscribed"), topic: z.string(), id });
+export const MessageFrame = z.strictObject({ type: z.literal("message"), topic: z.string(), data: Data });
+export const AckFrame = z.strictObject({ type: z.literal("ack"), id: FrameId });
+export const PongFrame = z.strictObject({ type: z.literal("pong"), id });
+export const ErrorFrame = z.strictObject({ type: z.literal("error"), code: ErrorCode, message: z.string(), id });
+
+export const ServerFrame = z.discriminatedUnion("type", [
+  WelcomeFrame,
+  SubscribedFrame,
+  UnsubscribedFrame,
+  MessageFrame,
+  AckFrame,
+  PongFrame,
+  ErrorFrame,
+]);
+export type ServerFrame = z.infer<typeof ServerFrame>;
+export type MessageFrame = z.infer<typeof MessageFrame>;
+
+/** Close codes the server sends. Codes 1006 (no close frame) is what a client sees when the link is dropped. */
+export const CloseCode = {
+  /** SIGTERM/SIGINT: the server is draining. Reconnect elsewhere or later. */
+  shuttingDown: 1001,
+  /** A frame larger than MAX_PAYLOAD_BYTES after decompression (sent by Bun's native layer). */
+  messageTooBig: 1009,
+  /** A handler failed on this connection; the server and other connections go on. */
+  internalError: 1011,
+  /** No frame from the peer within the read deadline (PING_INTERVAL_MS + PING_WAIT_MS). */
+  heartbeatTimeout: 4000,
+} as const;
+
+export const CloseReason = {
+  shuttingDown: "server shutting down",
+  internalError: "internal error",
+  heartbeatTimeout: "heartbeat timeout",
+} as const;
+
+// Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the
+// message frame is concatenated around one JSON.stringify of `data` (topics never need escaping).
+
+const withId = (json: string, frameId: FrameId | undefined): string =>
+  frameId === undefined ? `${json}}` : `${json},"id":${JSON.stringify(frameId)}}`;
+
+export const encode = {
+  welcome: (connectionId: string, intervalMs: number, timeoutMs: number): string =>
+    `{"type":"welcome","connectionId":${JSON.stringify(connectionId)},"heartbeat":{"intervalMs":${intervalMs},"timeoutMs":${timeoutMs}}}`,
+  subscribed: (topic: string, frameId?: FrameId): string => withId(`{"type":"subscribed","topic":"${topic}"`, frameId),
+  unsubscribed: (topic: string, frameId?: FrameId): string =>
+    withId(`{"type":"unsubscribed","topic":"${topic}"`, frameId),
+  /** `data` was parsed from JSON, so stringify cannot fail on cycles; it is serialized once per publish. */
+  message: (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}}`,
+  ack: (frameId: FrameId): string => `{"type":"ack","id":${JSON.stringify(frameId)}}`,
+  pong: (frameId?: FrameId): string => withId(`{"type":"pong"`, frameId),
+  error: (code: ErrorCode, message: string, frameId?: FrameId): string =>
+    withId(`{"type":"error","code":"${code}","message":${JSON.stringify(message)}`, frameId),
+};
