@@ -6,16 +6,21 @@ const rank: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40, 
 
 export type Fields = Record<string, unknown>;
 
+/** Where log lines go: stdout for debug/info, stderr for warn/error. Replaceable for tests. */
+export type Sink = (line: string, level: Exclude<Level, "silent">) => void;
+const consoleSink: Sink = (line, level) => (level === "error" || level === "warn" ? console.error(line) : console.log(line));
+
 export class Logger {
   private readonly min: number;
-  constructor(level: Level = "info") {
+  constructor(
+    level: Level = "info",
+    private readonly sink: Sink = consoleSink,
+  ) {
     this.min = rank[level];
   }
   private write(level: Exclude<Level, "silent">, event: string, fields?: Fields): void {
     if (rank[level] < this.min) return;
-    const line = JSON.stringify({ time: new Date().toISOString(), level, event, ...fields });
-    if (level === "error" || level === "warn") console.error(line);
-    else console.log(line);
+    this.sink(JSON.stringify({ time: new Date().toISOString(), level, event, ...fields }), level);
   }
   debug(event: string, fields?: Fields): void {
     this.write("debug", event, fields);
