@@ -14,9 +14,6 @@ try {
 
 const log = new Logger(config.LOG_LEVEL);
 const running = startServer(config, { log });
-const wsUrl = running.url.replace(/^http/, "ws");
-console.log(`switchboard listening on ${running.url} (${wsUrl}/connect, ${wsUrl}/echo)`);
-
 // Keep serving the other connections whatever one async path does; log it so it gets fixed.
 process.on("unhandledRejection", (reason) => log.error("unhandled_rejection", errorFields(reason)));
 
@@ -33,3 +30,7 @@ const onSignal = (signal: string) => {
 };
 process.on("SIGTERM", () => onSignal("SIGTERM"));
 process.on("SIGINT", () => onSignal("SIGINT"));
+
+// Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
+const wsUrl = running.url.replace(/^http/, "ws");
+console.log(`switchboard listening on ${running.url} (${wsUrl}/connect, ${wsUrl}/echo)`);
