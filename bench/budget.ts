@@ -8,8 +8,8 @@
 import { clientFrame, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
-const ROUNDS = quick ? 2 : 3;
-const SECONDS = quick ? 2 : 4;
+const ROUNDS = quick ? 2 : 5;
+const SECONDS = quick ? 2 : 3;
 const WARMUP_MS = 1000;
 const cores = Number((await Bun.$`nproc --all`.text()).trim());
 const pinned = cores > 1;
@@ -24,17 +24,34 @@ const ENV = { PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "warn", PING_INTERVAL_MS:
 const start = (scenario: string, kind: Kind): Promise<ServerProcess> =>
   spawnServer(servers[scenario]![kind], ENV, pinned ? 0 : null);
 
-async function measure(server: ServerProcess, count: () => number): Promise<{ rate: number; cpuPerMsgUs: number }> {
+interface Sample {
+  /** messages (or deliveries) per second */
+  rate: number;
+  /** server CPU microseconds per message */
+  cpuPerMsgUs: number;
+  /** share of one core used by the server and by this load generator during the window */
+  serverCpu: number;
+  loadCpu: number;
+}
+
+async function measure(server: ServerProcess, count: () => number): Promise<Sample> {
   await Bun.sleep(WARMUP_MS);
   const c0 = count();
   const cpu0 = await cpuMicros(server.pid);
+  const self0 = process.cpuUsage();
   const t0 = performance.now();
   await Bun.sleep(SECONDS * 1000);
   const c1 = count();
   const cpu1 = await cpuMicros(server.pid);
-  const t1 = performance.now();
+  const self = process.cpuUsage(self0);
+  const elapsedUs = (performance.now() - t0) * 1000;
   const messages = c1 - c0;
-  return { rate: (messages * 1000) / (t1 - t0), cpuPerMsgUs: (cpu1 - cpu0) / messages };
+  return {
+    rate: (messages * 1e6) / elapsedUs,
+    cpuPerMsgUs: (cpu1 - cpu0) / messages,
+    serverCpu: (cpu1 - cpu0) / elapsedUs,
+    loadCpu: (self.user + self.system) / elapsedUs,
+  };
 }
 
 async function echoRun(kind: Kind) {
@@ -63,14 +80,19 @@ async function fanoutRun(kind: Kind, subscribers: number) {
   for (const s of subs) s.write(subscribe);
   const ready = kind === "switchboard" ? 2 : 1; // welcome + subscribed, or subscribed
   while (subs.some((s) => s.frames < ready)) await Bun.sleep(10);
-  const WINDOW = 4;
+  // One publish per ack keeps WINDOW publishes in flight; switchboard's welcome frame is not an ack.
+  const WINDOW = 16;
   const publish = clientFrame(JSON.stringify({ type: "publish", topic: "bench", data: { price: 101.25, qty: 3, side: "buy" }, id: 1 }));
+  let started = false;
   const pub = new LoadConn(server.port, "/connect", (c, n) => {
-    for (let i = 0; i < n; i++) c.write(publish); // one publish per ack (and the welcome starts it)
+    if (started) for (let i = 0; i < n; i++) c.write(publish);
   });
   await pub.open();
-  for (let i = 0; i < WINDOW - 1; i++) pub.write(publish);
-  const result = await measure(server, () => subs.reduce((s, c) => s + c.frames, 0));
+  if (kind === "switchboard") while (pub.frames < 1) await Bun.sleep(5);
+  started = true;
+  for (let i = 0; i < WINDOW; i++) pub.write(publish);
+  const result = { ...(await measure(server, () => subs.reduce((s, c) => s + c.frames, 0))), dropped: 0 };
+  result.dropped = subs.filter((s) => s.closed).length; // a dropped subscriber lost messages
   for (const c of [...subs, pub]) c.close();
   await server.kill();
   return result;
@@ -103,19 +125,35 @@ async function interleaved<T>(name: string, run: (kind: Kind) => Promise<T>) {
 
 const fmt = (x: number, d = 2) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
 const machine = `${cores} cores, bun ${Bun.version}, ${new Date().toISOString().slice(0, 10)}`;
-console.log(`# switchboard budget check (${machine}; server pinned to CPU 0: ${pinned}; ${ROUNDS} interleaved rounds, medians)`);
+console.log(`# switchboard budget check (${machine}; server pinned to CPU 0: ${pinned}; ${ROUNDS} interleaved rounds)`);
+console.log("Ratios are medians of the per-round switchboard/raw ratios (each pair ran back to back), which cancels drift.");
+
+/** Median of switchboard/raw for one field, pairing the runs of the same round. */
+const pairedRatio = <T>(r: Record<Kind, T[]>, field: (t: T) => number) =>
+  median(r.switchboard.map((s, i) => field(s) / field(r.raw[i]!)));
+const med = <T>(xs: T[], field: (t: T) => number) => median(xs.map(field));
+
+function report(name: string, r: Record<Kind, Sample[]>, unit: string) {
+  for (const kind of ["switchboard", "raw"] as const) {
+    const xs = r[kind];
+    console.log(
+      `${name} ${kind.padEnd(11)} ${fmt(med(xs, (x) => x.rate), 0).padStart(9)} ${unit}/s  ${fmt(med(xs, (x) => x.cpuPerMsgUs), 3)} us server CPU/${unit}  ` +
+        `(server ${fmt(med(xs, (x) => x.serverCpu) * 100, 0)}% of a core, load generator ${fmt(med(xs, (x) => x.loadCpu) * 100, 0)}%)`,
+    );
+  }
+}
 
 const echo = await interleaved("echo", echoRun);
-const e = (k: Kind, f: "rate" | "cpuPerMsgUs") => median(echo[k].map((r) => r[f]));
-console.log(`echo 100 conns x 8 in flight, 64 B: switchboard ${fmt(e("switchboard", "rate"), 0)} msg/s, ${fmt(e("switchboard", "cpuPerMsgUs"), 3)} us CPU/msg | raw ${fmt(e("raw", "rate"), 0)} msg/s, ${fmt(e("raw", "cpuPerMsgUs"), 3)} us CPU/msg | CPU ratio ${fmt(e("switchboard", "cpuPerMsgUs") / e("raw", "cpuPerMsgUs"))} (budget <= 1.15), throughput ratio ${fmt(e("switchboard", "rate") / e("raw", "rate"))}`);
+report("echo   ", echo, "msg");
+console.log(`echo    CPU/msg ratio ${fmt(pairedRatio(echo, (x) => x.cpuPerMsgUs))} (budget <= 1.15), throughput ratio ${fmt(pairedRatio(echo, (x) => x.rate))}`);
 
-const SUBS = quick ? 1000 : 1000;
+const SUBS = 1000;
 const fan = await interleaved(`fan-out x${SUBS}`, (k) => fanoutRun(k, SUBS));
-const f = (k: Kind, x: "rate" | "cpuPerMsgUs") => median(fan[k].map((r) => r[x]));
-console.log(`fan-out 1 publisher -> ${SUBS} subscribers: switchboard ${fmt(f("switchboard", "rate"), 0)} deliveries/s, ${fmt(f("switchboard", "cpuPerMsgUs"), 3)} us CPU/delivery | raw ${fmt(f("raw", "rate"), 0)} deliveries/s, ${fmt(f("raw", "cpuPerMsgUs"), 3)} us CPU/delivery | deliveries ratio ${fmt(f("switchboard", "rate") / f("raw", "rate"))} (budget >= 0.85)`);
+report("fan-out", fan, "delivery");
+const dropped = fan.switchboard.reduce((n, x) => n + x.dropped, 0);
+console.log(`fan-out deliveries ratio ${fmt(pairedRatio(fan, (x) => x.rate))} (budget >= 0.85), CPU/delivery ratio ${fmt(pairedRatio(fan, (x) => x.cpuPerMsgUs))}, subscribers dropped: switchboard ${dropped}, raw ${fan.raw.reduce((n, x) => n + x.dropped, 0)}`);
 
 const IDLE = quick ? 5000 : 10000;
 const idle = await interleaved(`idle x${IDLE}`, (k) => idleRun(k, IDLE));
-const i = (k: Kind) => median(idle[k].map((r) => r.perConnBytes));
-console.log(`idle /connect connections (${IDLE}): switchboard ${fmt(i("switchboard") / 1024)} KiB RSS/conn | raw ${fmt(i("raw") / 1024)} KiB RSS/conn (budget <= 3 KiB)`);
+console.log(`idle    ${IDLE} /connect connections: switchboard ${fmt(med(idle.switchboard, (x) => x.perConnBytes) / 1024)} KiB RSS/conn, raw ${fmt(med(idle.raw, (x) => x.perConnBytes) / 1024)} KiB (budget <= 3 KiB)`);
 process.exit(0);

@@ -76,6 +76,8 @@ const HANDSHAKE = (port: number, path: string) =>
  */
 export class LoadConn {
   frames = 0;
+  /** Set when the server ended the connection: in a fan-out run that means lost messages. */
+  closed = false;
   private upgraded = false;
   private head = "";
   /** Bytes still to skip of the current frame, and bytes of a split header. */
@@ -98,6 +100,7 @@ export class LoadConn {
       port: this.port,
       socket: {
         open: (s) => void s.write(HANDSHAKE(this.port, this.path)),
+        close: () => void (this.closed = true),
         data: (_s, chunk) => {
           let bytes: Uint8Array = chunk;
           if (!this.upgraded) {

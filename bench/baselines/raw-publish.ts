@@ -12,6 +12,10 @@ const server = Bun.serve({
     sendPings: false,
     perMessageDeflate: process.env.PERMESSAGE_DEFLATE !== "false",
     publishToSelf: true,
+    // Same native limits as switchboard's defaults, so both servers do the same work per delivery.
+    maxPayloadLength: 1024 * 1024,
+    backpressureLimit: 1024 * 1024,
+    closeOnBackpressureLimit: true,
     message(ws, message) {
       const frame = JSON.parse(message as string);
       if (frame.type === "subscribe") {
