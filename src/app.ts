@@ -1,12 +1,14 @@
-// The HTTP surface: health, and the two WebSocket routes. Elysia performs the upgrade and carries the frame
-// types (for Eden); the frames themselves are handled by the Gateway's native Bun handlers.
+// The HTTP surface: health, readiness, HTTP publish, and the two WebSocket routes. Elysia performs the upgrade
+// and carries the frame types (for Eden); the frames themselves are handled by the Gateway's native handlers.
 import { Elysia, status } from "elysia";
 import type { Config } from "./config.ts";
 import { CONNECT_ROUTE, ECHO_ROUTE, type Gateway } from "./gateway.ts";
-import { ClientFrame, ServerFrame } from "./protocol.ts";
+import { ClientFrame, HttpPublishBody, ServerFrame } from "./protocol.ts";
+import { publishKeyCheck } from "./publish-auth.ts";
 
 export function createApp(config: Config, gateway: Gateway) {
   const startedAt = performance.now();
+  const checkPublishKey = publishKeyCheck(config.PUBLISH_API_KEY);
   // Refused during shutdown so a load balancer moves new clients to another replica.
   const refuseWhileDraining = () => {
     if (gateway.draining) throw status(503, { error: "server shutting down" });
@@ -21,6 +23,34 @@ export function createApp(config: Config, gateway: Gateway) {
         uptimeMs: Math.round(performance.now() - startedAt),
       };
     })
+    // Ready = can serve everything, cross-node delivery included; 503 while Redis is unreachable or draining.
+    .get("/readyz", ({ set }) => {
+      const { ready, broker } = gateway.readiness();
+      if (!ready) set.status = 503;
+      return { status: ready ? ("ready" as const) : ("degraded" as const), broker, draining: gateway.draining };
+    })
+    .post(
+      "/publish",
+      ({ body }) => {
+        gateway.publish(body.topic, body.data);
+        return { status: "published" as const, topic: body.topic };
+      },
+      {
+        body: HttpPublishBody,
+        // Always JSON, whatever Content-Type says (curl -d sends form encoding by default).
+        parse: "json",
+        // `transform` runs before body validation, so a caller without the key learns nothing about the body.
+        transform: ({ headers }) => checkPublishKey(headers.authorization),
+        error: ({ code, error }) => {
+          if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
+          if (code === "PARSE") return status(400, { error: "body must be JSON: {\"topic\": string, \"data\": any JSON}" });
+        },
+      },
+    )
+    .get("/publish", ({ set }) => {
+      set.headers.allow = "POST";
+      return status(405, { error: "use POST /publish with {\"topic\": string, \"data\": any JSON}" });
+    })
     .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: refuseWhileDraining })
     .ws(ECHO_ROUTE, { upgrade: refuseWhileDraining })
     // Elysia routes a GET without `Upgrade: websocket` here rather than to the .ws() route.
@@ -31,6 +61,16 @@ export function createApp(config: Config, gateway: Gateway) {
 function upgradeRequired({ set }: { set: { headers: Record<string, unknown> } }) {
   set.headers.upgrade = "websocket";
   return status(426, { error: "this route speaks WebSocket: send a GET with Upgrade: websocket" });
+}
+
+/** One line from zod's issues, e.g. `topic: must be 1-200 characters ...; data: required (null is a value)`. */
+function validationMessage(error: unknown): string {
+  const issues = (error as { all?: { path?: string; summary?: string; message?: string }[] }).all ?? [];
+  const parts = issues.map((i) => {
+    const path = (i.path ?? "").replace(/^\//, "");
+    return `${path === "" || path === "root" ? "body" : path}: ${i.message ?? i.summary ?? "invalid"}`;
+  });
+  return parts.length ? parts.join("; ") : "invalid body";
 }
 
 export type App = ReturnType<typeof createApp>;

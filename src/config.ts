@@ -34,9 +34,34 @@ export const ConfigSchema = z.object({
   BACKPRESSURE_LIMIT_BYTES: integer(MiB, 1024, 1024 * MiB),
   SHUTDOWN_GRACE_MS: integer(5000, 0, 600_000),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  /** Set: cross-node fan-out over Redis. Unset: this process alone (Bun's native topics). */
+  REDIS_URL: z
+    .string()
+    .regex(/^(redis|rediss|valkey|valkeys):\/\/[^\s]+$/, "must be a redis:// (or rediss://, valkey://) URL")
+    .optional(),
+  /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
+  WORKERS: z
+    .string()
+    .regex(/^(auto|\d+)$/, "must be a whole number from 1 to 256, or auto")
+    .transform((s) => (s === "auto" ? navigator.hardwareConcurrency : Number(s)))
+    .pipe(z.number().int().min(1, "must be at least 1").max(256, "must be at most 256"))
+    .default(1),
+  /** Bearer key for POST /publish; unset disables the route (403). */
+  PUBLISH_API_KEY: z.string().min(16, "must be at least 16 characters").optional(),
+  /** Set by the supervisor for its workers: several processes listen on one port. */
+  REUSE_PORT: boolean(false),
+}).superRefine((config, ctx) => {
+  if (config.WORKERS > 1 && config.REDIS_URL === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["WORKERS"],
+      message: `${config.WORKERS} workers need REDIS_URL: each process has its own topics, so a publish in one would never reach subscribers held by the others`,
+    });
+  }
 });
 
 export type Config = z.output<typeof ConfigSchema>;
+const CONFIG_KEYS = Object.keys(ConfigSchema.shape);
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -45,7 +70,7 @@ export class ConfigError extends Error {
 /** Reads only the variables the schema names; an empty string counts as unset. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const input: Record<string, string> = {};
-  for (const key of Object.keys(ConfigSchema.shape)) {
+  for (const key of CONFIG_KEYS) {
     const value = env[key];
     if (value !== undefined && value !== "") input[key] = value;
   }

@@ -7,7 +7,7 @@
 // ../shared/docs/bun-elysia-pitfalls.md). On open, Elysia's request context (which it stores in `ws.data`
 // for the life of the socket) is replaced by a `Conn` of a few fields, which keeps idle connections small.
 import type { ServerWebSocket, WebSocketHandler } from "bun";
-import type { Broker } from "./broker.ts";
+import { COMPRESS_FROM_BYTES, type Broker, type BrokerStatus } from "./broker.ts";
 import type { Config } from "./config.ts";
 import { Heartbeat, type Beating } from "./heartbeat.ts";
 import { errorFields, type Logger } from "./log.ts";
@@ -19,21 +19,22 @@ import {
   FrameId,
   isValidTopic,
   type ErrorCode,
+  type Json,
 } from "./protocol.ts";
 
 /** The routes that upgrade to WebSocket; Elysia's context carries the matched route into `open`. */
 export const ECHO_ROUTE = "/echo";
 export const CONNECT_ROUTE = "/connect";
 
-/** Frames at least this long are compressed when permessage-deflate is on; shorter ones cost more than they save. */
-const COMPRESS_FROM_BYTES = 256;
-
 export class Conn implements Beating {
   seen = 0;
   pinged = -1;
   closed = false;
-  /** Topics held; Bun keeps the set itself, we only need the count for MAX_TOPICS_PER_CONNECTION. */
-  topics = 0;
+  /**
+   * Topics held, created on the first subscribe (idle connections pay nothing). Bun keeps its own set, but it
+   * is already empty when the close handler runs, and the broker must hear which topics lost a subscriber.
+   */
+  topics: Set<string> | undefined = undefined;
   constructor(
     readonly ws: ServerWebSocket<Conn>,
     readonly seq: number,
@@ -75,6 +76,17 @@ export class Gateway {
       failed: (conn, error) => this.fail(conn, error, "heartbeat"),
     });
     this.websocket = this.handlers();
+  }
+
+  /** Publishes `data` to `topic` as one serialized frame (sockets and POST /publish both come here). */
+  publish(topic: string, data: Json): void {
+    this.broker.publish(topic, encode.message(topic, data));
+  }
+
+  /** What /readyz reports: the broker's reachability, and whether we are draining. */
+  readiness(): { ready: boolean; broker: BrokerStatus } {
+    const broker = this.broker.status();
+    return { ready: broker.ready && !this.draining, broker };
   }
 
   connectionId(conn: Conn): string {
@@ -147,6 +159,7 @@ export class Gateway {
         if (!(conn instanceof Conn) || conn.closed) return;
         conn.closed = true;
         connections.delete(conn);
+        if (conn.topics !== undefined) for (const topic of conn.topics) void this.broker.interestChanged(topic);
         if (code !== 1000 && code !== 1001 && code !== 1005 && code !== 1006) {
           this.log.info("close", { connectionId: this.connectionId(conn), code, reason });
         }
@@ -186,27 +199,34 @@ export class Gateway {
     switch (frame.type) {
       case "publish": {
         if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        this.broker.publish(frame.topic, encode.message(frame.topic, frame.data));
+        this.publish(frame.topic, frame.data);
         if (frame.id !== undefined) ws.send(encode.ack(frame.id));
         return;
       }
       case "subscribe": {
         if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        if (!ws.isSubscribed(frame.topic)) {
-          if (conn.topics >= this.config.MAX_TOPICS_PER_CONNECTION) {
-            const limit = this.config.MAX_TOPICS_PER_CONNECTION;
-            return reject(ws, "too_many_topics", `at most ${limit} topics per connection`, frame.id);
-          }
-          ws.subscribe(frame.topic);
-          conn.topics++;
+        const topics = (conn.topics ??= new Set());
+        if (topics.has(frame.topic)) return void ws.send(encode.subscribed(frame.topic, frame.id));
+        if (topics.size >= this.config.MAX_TOPICS_PER_CONNECTION) {
+          const limit = this.config.MAX_TOPICS_PER_CONNECTION;
+          return reject(ws, "too_many_topics", `at most ${limit} topics per connection`, frame.id);
         }
-        ws.send(encode.subscribed(frame.topic, frame.id));
+        topics.add(frame.topic);
+        ws.subscribe(frame.topic);
+        const upstream = this.broker.interestChanged(frame.topic);
+        const reply = encode.subscribed(frame.topic, frame.id);
+        // With a networked broker, confirm only once messages from other nodes will arrive too.
+        if (upstream === undefined) ws.send(reply);
+        else void upstream.then(() => conn.closed || ws.send(reply));
         return;
       }
       case "unsubscribe": {
         if (!isValidTopic(frame.topic)) return reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        if (!ws.unsubscribe(frame.topic)) return reject(ws, "not_subscribed", `not subscribed to ${frame.topic}`, frame.id);
-        conn.topics--;
+        if (conn.topics?.delete(frame.topic) !== true) {
+          return reject(ws, "not_subscribed", `not subscribed to ${frame.topic}`, frame.id);
+        }
+        ws.unsubscribe(frame.topic);
+        void this.broker.interestChanged(frame.topic);
         ws.send(encode.unsubscribed(frame.topic, frame.id));
         return;
       }

@@ -1,9 +1,10 @@
-// Entry point: config -> server -> graceful shutdown.
-import { ConfigError, loadConfig } from "./config.ts";
+// Entry point: config -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
+import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";
+import { supervise } from "./supervisor.ts";
 
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (error) {
@@ -13,24 +14,30 @@ try {
 }
 
 const log = new Logger(config.LOG_LEVEL);
-const running = startServer(config, { log });
 // Keep serving the other connections whatever one async path does; log it so it gets fixed.
 process.on("unhandledRejection", (reason) => log.error("unhandled_rejection", errorFields(reason)));
 
-let signalled = false;
-const onSignal = (signal: string) => {
-  if (signalled) return;
-  signalled = true;
-  log.info("shutdown", { signal, connections: running.gateway.connections.size });
-  const hardStop = setTimeout(() => process.exit(0), config.SHUTDOWN_GRACE_MS);
-  running.shutdown().finally(() => {
-    clearTimeout(hardStop);
-    process.exit(0);
-  });
-};
-process.on("SIGTERM", () => onSignal("SIGTERM"));
-process.on("SIGINT", () => onSignal("SIGINT"));
+if (config.WORKERS > 1) await supervise(config, log);
+else serveHere(config, log);
 
-// Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
-const wsUrl = running.url.replace(/^http/, "ws");
-console.log(`switchboard listening on ${running.url} (${wsUrl}/connect, ${wsUrl}/echo)`);
+function serveHere(config: Config, log: Logger): void {
+  const running = startServer(config, { log });
+  let signalled = false;
+  const onSignal = (signal: string) => {
+    if (signalled) return;
+    signalled = true;
+    log.info("shutdown", { signal, connections: running.gateway.connections.size });
+    const hardStop = setTimeout(() => process.exit(0), config.SHUTDOWN_GRACE_MS);
+    running.shutdown().finally(() => {
+      clearTimeout(hardStop);
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+
+  // Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
+  const ws = running.url.replace(/^http/, "ws");
+  const broker = config.REDIS_URL === undefined ? "" : " with Redis";
+  console.log(`switchboard listening on ${running.url} (${ws}/connect, ${ws}/echo)${broker}`);
+}

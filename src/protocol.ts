@@ -30,6 +30,13 @@ export const PingFrame = z.object({ type: z.literal("ping"), id });
 export const ClientFrame = z.discriminatedUnion("type", [SubscribeFrame, UnsubscribeFrame, PublishFrame, PingFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
+/** POST /publish body: the same topic rule and data as a socket publish. */
+export const HttpPublishBody = z.object({
+  topic: z.string().regex(TOPIC_PATTERN, "must be 1-200 characters of letters, digits and . _ - : /"),
+  data: Data,
+});
+export type HttpPublishBody = z.infer<typeof HttpPublishBody>;
+
 export const ErrorCode = z.enum([
   "invalid_json",
   "invalid_message",

@@ -1,15 +1,17 @@
 // Assembles a running server: gateway (sockets + heartbeat), Elysia app, broker, and a drain-then-stop.
 import type { Server } from "bun";
 import { createApp, type App } from "./app.ts";
-import { MemoryBroker, type Broker } from "./broker.ts";
+import { COMPRESS_FROM_BYTES, MemoryBroker, type Broker } from "./broker.ts";
 import type { Config } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import { Logger } from "./log.ts";
+import { RedisBroker } from "./redis-broker.ts";
 
 export interface RunningServer {
   app: App;
   gateway: Gateway;
   server: Server<unknown>;
+  broker: Broker;
   /** http://host:port of the listening socket (port resolved when PORT=0). */
   url: string;
   /** Stops upgrades, closes every socket with 1001, then stops listening. Resolves within SHUTDOWN_GRACE_MS. */
@@ -23,14 +25,20 @@ export interface ServerDeps {
 
 export function startServer(config: Config, deps: ServerDeps = {}): RunningServer {
   const log = deps.log ?? new Logger(config.LOG_LEVEL);
-  const broker = deps.broker ?? new MemoryBroker(config.PERMESSAGE_DEFLATE ? 256 : Infinity);
+  const compressFrom = config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;
+  const broker =
+    deps.broker ??
+    (config.REDIS_URL === undefined
+      ? new MemoryBroker(compressFrom)
+      : new RedisBroker({ url: config.REDIS_URL, log, compressFrom }));
   const gateway = new Gateway(config, broker, log);
   const app = createApp(config, gateway);
   app.listen({
     port: config.PORT,
     hostname: config.HOST,
     // Elysia turns reusePort on by default: a forgotten dev server would silently take half the traffic.
-    reusePort: false,
+    // Only the supervisor's workers share a port on purpose.
+    reusePort: config.REUSE_PORT,
     websocket: gateway.websocket as never,
   });
   const server = app.server!;
@@ -49,5 +57,5 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
       await Promise.race([broker.close(), grace]);
     })());
 
-  return { app, gateway, server: server as Server<unknown>, url, shutdown };
+  return { app, gateway, broker, server: server as Server<unknown>, url, shutdown };
 }

@@ -15,6 +15,8 @@ describe("loadConfig", () => {
       BACKPRESSURE_LIMIT_BYTES: 1048576,
       SHUTDOWN_GRACE_MS: 5000,
       LOG_LEVEL: "info",
+      WORKERS: 1,
+      REUSE_PORT: false,
     });
   });
 
@@ -48,9 +50,19 @@ describe("loadConfig", () => {
     ["BACKPRESSURE_LIMIT_BYTES", "1kb"],
     ["SHUTDOWN_GRACE_MS", " 5"],
     ["LOG_LEVEL", "loud"],
+    ["REDIS_URL", "http://127.0.0.1:6379"],
+    ["WORKERS", "0"],
+    ["WORKERS", "many"],
+    ["PUBLISH_API_KEY", "short"],
   ])("%s=%p is rejected with a message naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(`${name}=${JSON.stringify(value)}`);
+  });
+
+  test("WORKERS above 1 needs REDIS_URL; auto means one per core", () => {
+    expect(() => loadConfig({ WORKERS: "2" })).toThrow('WORKERS="2": 2 workers need REDIS_URL');
+    expect(loadConfig({ WORKERS: "2", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(2);
+    expect(loadConfig({ WORKERS: "auto", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(navigator.hardwareConcurrency);
   });
 
   test("several bad values are all reported at once", () => {

@@ -1,0 +1,306 @@
+// Scale-out on a real redis-server: cross-node fan-out exactly once and in order, interest-based Redis
+// subscriptions, a Redis outage and restart, WORKERS=2 on one port, and HTTP publish.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Client, serve, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { startRedis, type TestRedis } from "./redis.ts";
+import type { RedisBroker } from "../src/redis-broker.ts";
+
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await stopAll();
+  if (redis.owned) await redis.stop();
+});
+
+const KEY = "test-publish-key-0123456789";
+
+async function node(overrides: Parameters<typeof serve>[0] = {}): Promise<TestServer> {
+  const server = serve({ REDIS_URL: redis.url, PUBLISH_API_KEY: KEY, ...overrides });
+  await until(() => server.gateway.readiness().ready, 5000, "node ready");
+  return server;
+}
+
+const numsub = async (topic: string): Promise<number> => {
+  const reply = (await redis.command("PUBSUB", ["NUMSUB", `sb:${topic}`])) as [string, number];
+  return Number(reply[1]);
+};
+
+const readyz = async (server: TestServer) => (await fetch(`http://127.0.0.1:${server.port}/readyz`)).status;
+
+describe("two nodes sharing Redis", () => {
+  test("a publish on A reaches subscribers on A and B exactly once, in order (1000 messages)", async () => {
+    const a = await node();
+    const b = await node();
+    const subsA = await Promise.all([1, 2].map(() => Client.connect(a)));
+    const subsB = await Promise.all([1, 2].map(() => Client.connect(b)));
+    for (const s of [...subsA, ...subsB]) await s.request({ type: "subscribe", topic: "orders" });
+    const publisher = await Client.connect(a);
+
+    for (let i = 0; i < 1000; i++) publisher.send({ type: "publish", topic: "orders", data: { i } });
+    for (const s of [...subsA, ...subsB]) {
+      const got: number[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const frame = await s.json(5000);
+        if (frame.type === "message") got.push((frame.data as { i: number }).i);
+      }
+      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    }
+    // exactly once: nothing more arrives (the origin node skips its own payloads coming back from Redis)
+    await Promise.all([...subsA, ...subsB].map((s) => s.silence(300)));
+    const brokerA = a.broker as RedisBroker;
+    expect(brokerA.counters.sent).toBe(1000);
+    expect((b.broker as RedisBroker).counters.received).toBe(1000);
+    expect(brokerA.counters.received).toBe(0);
+    for (const s of [publisher, ...subsA, ...subsB]) s.close();
+  });
+
+  test("a subscribed publisher on B gets its own message once, and A's subscribers get it too", async () => {
+    const a = await node();
+    const b = await node();
+    const onA = await Client.connect(a);
+    await onA.request({ type: "subscribe", topic: "both" });
+    const pub = await Client.connect(b);
+    await pub.request({ type: "subscribe", topic: "both" });
+    pub.send({ type: "publish", topic: "both", data: "x", id: 1 });
+    expect([await pub.text(), await pub.text()].sort()).toEqual(['{"type":"ack","id":1}', '{"type":"message","topic":"both","data":"x"}']);
+    expect(await onA.text()).toBe('{"type":"message","topic":"both","data":"x"}');
+    await Promise.all([pub.silence(200), onA.silence(200)]);
+    onA.close();
+    pub.close();
+  });
+
+  test("Redis subscriptions follow local interest: first subscriber subscribes, last one leaving unsubscribes", async () => {
+    const a = await node();
+    const b = await node();
+    expect(await numsub("interest")).toBe(0);
+    const a1 = await Client.connect(a);
+    await a1.request({ type: "subscribe", topic: "interest" });
+    expect(await numsub("interest")).toBe(1); // confirmed before `subscribed` was sent
+    const a2 = await Client.connect(a);
+    await a2.request({ type: "subscribe", topic: "interest" });
+    expect(await numsub("interest")).toBe(1); // still one Redis subscription for node A
+    const b1 = await Client.connect(b);
+    await b1.request({ type: "subscribe", topic: "interest" });
+    expect(await numsub("interest")).toBe(2);
+
+    // B receives nothing for a topic it has no subscriber for.
+    const receivedBefore = (b.broker as RedisBroker).counters.received;
+    const pub = await Client.connect(a);
+    await pub.request({ type: "publish", topic: "only-a", data: 1, id: 1 });
+    await pub.request({ type: "ping" });
+    expect((b.broker as RedisBroker).counters.received).toBe(receivedBefore);
+    expect(await numsub("only-a")).toBe(0);
+
+    await a1.request({ type: "unsubscribe", topic: "interest" });
+    expect(await numsub("interest")).toBe(2); // a2 still holds it on A
+    a2.close(); // leaving by disconnect counts too
+    await until(() => a.gateway.connections.size === 2, 2000, "a2 gone");
+    const deadline = performance.now() + 2000;
+    while ((await numsub("interest")) !== 1 && performance.now() < deadline) await Bun.sleep(20);
+    expect(await numsub("interest")).toBe(1);
+    b1.close();
+    const channels = async () => ((await redis.command("PUBSUB", ["CHANNELS", "sb:*"])) as string[]).sort();
+    const end = performance.now() + 2000;
+    while ((await channels()).includes("sb:interest") && performance.now() < end) await Bun.sleep(20);
+    expect(await channels()).not.toContain("sb:interest");
+    for (const c of [a1, pub]) c.close();
+  });
+});
+
+describe("Redis outage", () => {
+  test.skipIf(!Bun.which("redis-server"))(
+    "local delivery goes on, /readyz is 503 then 200, subscriptions are restored and cross-node delivery resumes",
+    async () => {
+      const a = await node();
+      const b = await node();
+      const onA = await Client.connect(a);
+      const onB = await Client.connect(b);
+      await onA.request({ type: "subscribe", topic: "outage" });
+      await onB.request({ type: "subscribe", topic: "outage" });
+      const pub = await Client.connect(a);
+      expect(await readyz(a)).toBe(200);
+
+      await redis.stop();
+      await until(() => !a.gateway.readiness().ready && !b.gateway.readiness().ready, 5000, "degraded");
+      expect(await readyz(a)).toBe(503);
+      const body = (await (await fetch(`http://127.0.0.1:${a.port}/readyz`)).json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ status: "degraded", broker: { kind: "redis", ready: false } });
+      expect(await (await fetch(`http://127.0.0.1:${a.port}/healthz`)).status).toBe(200); // alive, not ready
+
+      // Local delivery and acks go on; nothing hangs. Cross-node messages in the outage are lost (at-most-once).
+      pub.send({ type: "publish", topic: "outage", data: "during", id: 1 });
+      expect(await pub.json()).toEqual({ type: "ack", id: 1 });
+      expect(await onA.json()).toEqual({ type: "message", topic: "outage", data: "during" });
+      await onB.silence(200);
+      // A subscription made during the outage is confirmed locally and restored upstream later.
+      const lateB = await Client.connect(b);
+      expect(await lateB.request({ type: "subscribe", topic: "late" })).toEqual({ type: "subscribed", topic: "late" });
+
+      await redis.start();
+      await until(() => a.gateway.readiness().ready && b.gateway.readiness().ready, 10_000, "restored");
+      expect(await readyz(b)).toBe(200);
+      expect(await numsub("outage")).toBe(2);
+      expect(await numsub("late")).toBe(1);
+
+      pub.send({ type: "publish", topic: "outage", data: "after" });
+      expect(await onA.json()).toEqual({ type: "message", topic: "outage", data: "after" });
+      expect(await onB.json(5000)).toEqual({ type: "message", topic: "outage", data: "after" });
+      pub.send({ type: "publish", topic: "late", data: "restored" });
+      expect(await lateB.json(5000)).toEqual({ type: "message", topic: "late", data: "restored" });
+      await Promise.all([onA.silence(200), onB.silence(200)]); // no duplicates after the resubscribe
+      for (const c of [onA, onB, pub, lateB]) c.close();
+    },
+    30_000,
+  );
+
+  test("a node started while Redis is unreachable serves locally and reports 503", async () => {
+    const server = serve({ REDIS_URL: "redis://127.0.0.1:1", LOG_LEVEL: "silent" });
+    const c = await Client.connect(server);
+    await c.request({ type: "subscribe", topic: "solo" });
+    c.send({ type: "publish", topic: "solo", data: 1 });
+    expect(await c.json()).toEqual({ type: "message", topic: "solo", data: 1 });
+    expect(await readyz(server)).toBe(503);
+    c.close();
+  });
+});
+
+describe("POST /publish", () => {
+  const post = (server: TestServer, body: string, headers: Record<string, string> = { authorization: `Bearer ${KEY}` }) =>
+    fetch(`http://127.0.0.1:${server.port}/publish`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
+
+  test("fans out through the broker to subscribers on every node", async () => {
+    const a = await node();
+    const b = await node();
+    const onA = await Client.connect(a);
+    const onB = await Client.connect(b);
+    await onA.request({ type: "subscribe", topic: "http" });
+    await onB.request({ type: "subscribe", topic: "http" });
+    const res = await post(a, JSON.stringify({ topic: "http", data: { price: "101.50" } }));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: "published", topic: "http" });
+    for (const c of [onA, onB]) expect(await c.text(5000)).toBe('{"type":"message","topic":"http","data":{"price":"101.50"}}');
+    onA.close();
+    onB.close();
+  });
+
+  test("401 without or with a wrong key; 400 with a message for a bad body; 405 for GET", async () => {
+    const a = await node();
+    const good = JSON.stringify({ topic: "t", data: 1 });
+    let res = await post(a, good, {});
+    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" }]);
+    res = await post(a, good, { authorization: "Bearer not-the-key-at-all" });
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    res = await post(a, "{not json");
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: string }).error).toContain("body must be JSON");
+    res = await post(a, JSON.stringify({ topic: "bad topic" }));
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({
+      error: "topic: must be 1-200 characters of letters, digits and . _ - : /; data: required (null is a value)",
+    });
+    res = await post(a, JSON.stringify({ topic: "t", data: null }));
+    expect(res.status).toBe(200);
+    res = await fetch(`http://127.0.0.1:${a.port}/publish`);
+    expect(res.status).toBe(405);
+  });
+
+  test("403 with a message when PUBLISH_API_KEY is unset", async () => {
+    const server = serve();
+    const res = await post(server, JSON.stringify({ topic: "t", data: 1 }));
+    expect(res.status).toBe(403);
+    expect(await res.json()).toEqual({ error: "HTTP publish is disabled: set PUBLISH_API_KEY on the server to enable it" });
+  });
+});
+
+describe("WORKERS=2", () => {
+  test("two processes share one port; a publish via one worker reaches a subscriber held by the other", async () => {
+    const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
+      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "warn" },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 25_000);
+    try {
+      const reader = proc.stdout.getReader();
+      let out = "";
+      const port = await within(
+        (async () => {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) throw new Error(`supervisor exited: ${out}`);
+            out += new TextDecoder().decode(value);
+            const m = out.match(/listening on http:\/\/127\.0\.0\.1:(\d+) .* with 2 workers/);
+            if (m) return Number(m[1]);
+          }
+        })(),
+        15_000,
+        "supervisor start-up line",
+      );
+      const url = `ws://127.0.0.1:${port}/connect`;
+      // connection ids start with a per-process prefix: open sockets until both workers hold some
+      const byWorker = new Map<string, Client>();
+      const extra: Client[] = [];
+      for (let i = 0; i < 60 && byWorker.size < 2; i++) {
+        const c = await Client.open(url);
+        const welcome = await c.json();
+        const worker = welcome.type === "welcome" ? welcome.connectionId.split("-")[0]! : "";
+        if (byWorker.has(worker)) extra.push(c);
+        else byWorker.set(worker, c);
+      }
+      expect(byWorker.size).toBe(2);
+      const [subscriber, publisher] = [...byWorker.values()] as [Client, Client];
+      expect(await subscriber.request({ type: "subscribe", topic: "cross" })).toEqual({ type: "subscribed", topic: "cross" });
+      publisher.send({ type: "publish", topic: "cross", data: "via the other worker", id: 7 });
+      expect(await publisher.json()).toEqual({ type: "ack", id: 7 });
+      expect(await subscriber.json(5000)).toEqual({ type: "message", topic: "cross", data: "via the other worker" });
+
+      proc.kill("SIGTERM");
+      expect(await within(subscriber.closed, 5000, "drain")).toEqual({ code: 1001, reason: "server shutting down" });
+      expect(await within(proc.exited, 8000, "supervisor exit")).toBe(0);
+      for (const c of extra) c.close();
+    } finally {
+      clearTimeout(killer);
+      proc.kill("SIGKILL");
+    }
+  }, 40_000);
+
+  test("a crashed worker is restarted by the supervisor", async () => {
+    const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
+      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "warn" },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 25_000);
+    try {
+      const reader = proc.stdout.getReader();
+      let out = "";
+      while (!out.includes("with 2 workers")) {
+        const { value, done } = await within(reader.read(), 15_000, "start-up");
+        if (done) throw new Error(out);
+        out += new TextDecoder().decode(value);
+      }
+      const children = async () => (await Bun.$`pgrep -P ${proc.pid}`.nothrow().text()).trim().split("\n").filter(Boolean);
+      const before = await children();
+      expect(before).toHaveLength(2);
+      process.kill(Number(before[0]), "SIGKILL");
+      const deadline = performance.now() + 8000;
+      let after = await children();
+      while ((after.length < 2 || after.includes(before[0]!)) && performance.now() < deadline) {
+        await Bun.sleep(50);
+        after = await children();
+      }
+      expect(after).toHaveLength(2);
+      expect(after).not.toContain(before[0]);
+      expect(after).toContain(before[1]!);
+      proc.kill("SIGTERM");
+      expect(await within(proc.exited, 8000, "exit")).toBe(0);
+      const stderr = await new Response(proc.stderr).text();
+      expect(stderr).toContain('"event":"worker_exited"');
+    } finally {
+      clearTimeout(killer);
+      proc.kill("SIGKILL");
+    }
+  }, 40_000);
+});

@@ -1,0 +1,66 @@
+// A real, isolated redis-server for the tests: started on a free port, stopped (and restartable) on demand.
+// Falls back to REDIS_URL (never a mock) where redis-server is not installed; tests that must kill Redis
+// then skip, since they cannot do it to a shared server.
+import { RedisClient } from "bun";
+
+export interface TestRedis {
+  url: string;
+  /** True when this process owns the server and may stop/start it. */
+  owned: boolean;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** A raw command on a fresh connection (PUBSUB NUMSUB ...). */
+  command(cmd: string, args: string[]): Promise<unknown>;
+}
+
+async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  const binary = Bun.which("redis-server");
+  if (binary === null) {
+    const url = process.env.REDIS_URL;
+    if (!url) throw new Error("redis-server is not installed and REDIS_URL is not set");
+    return { url, owned: false, stop: async () => {}, start: async () => {}, command: (c, a) => run(url, c, a) };
+  }
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}`;
+  let proc: ReturnType<typeof Bun.spawn> | undefined;
+  const start = async () => {
+    proc = Bun.spawn([binary, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdout: "ignore",
+      stderr: "inherit",
+    });
+    const deadline = performance.now() + 5000;
+    for (;;) {
+      try {
+        if ((await run(url, "PING", [])) === "PONG") return;
+      } catch {
+        // not up yet
+      }
+      if (performance.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
+      await Bun.sleep(20);
+    }
+  };
+  const stop = async () => {
+    proc?.kill("SIGKILL");
+    await proc?.exited;
+    proc = undefined;
+  };
+  await start();
+  return { url, owned: true, stop, start, command: (c, a) => run(url, c, a) };
+}
+
+async function run(url: string, cmd: string, args: string[]): Promise<unknown> {
+  const client = new RedisClient(url, { autoReconnect: false, enableOfflineQueue: false, connectionTimeout: 1000 });
+  try {
+    await client.connect();
+    return await client.send(cmd, args);
+  } finally {
+    client.close();
+  }
+}
