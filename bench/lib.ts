@@ -7,7 +7,8 @@ export const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat times are in thes
 export interface ServerProcess {
   pid: number;
   port: number;
-  kill(): Promise<void>;
+  /** SIGKILL by default; SIGTERM lets a supervisor drain its workers first. */
+  kill(signal?: "SIGKILL" | "SIGTERM"): Promise<void>;
 }
 
 /** Starts `cmd` pinned to `cpu`; it must print a line containing `127.0.0.1:<port>`. */
@@ -29,8 +30,8 @@ export async function spawnServer(cmd: string[], env: Record<string, string>, cp
       return {
         pid: proc.pid,
         port: Number(match[1]),
-        kill: async () => {
-          proc.kill("SIGKILL");
+        kill: async (signal = "SIGKILL") => {
+          proc.kill(signal);
           await proc.exited;
         },
       };
