@@ -4,15 +4,14 @@ import { Elysia, status } from "elysia";
 import type { Config } from "./config.ts";
 import { CONNECT_ROUTE, ECHO_ROUTE, type Gateway } from "./gateway.ts";
 import { ClientFrame, HttpPublishBody, ServerFrame } from "./protocol.ts";
+import { createAdmission } from "./admission.ts";
+import type { Logger } from "./log.ts";
 import { publishKeyCheck } from "./publish-auth.ts";
 
-export function createApp(config: Config, gateway: Gateway) {
+export function createApp(config: Config, gateway: Gateway, log: Logger) {
   const startedAt = performance.now();
   const checkPublishKey = publishKeyCheck(config.PUBLISH_API_KEY);
-  // Refused during shutdown so a load balancer moves new clients to another replica.
-  const refuseWhileDraining = () => {
-    if (gateway.draining) throw status(503, { error: "server shutting down" });
-  };
+  const admit = createAdmission(config, gateway, log);
 
   return new Elysia()
     .get("/healthz", ({ set }) => {
@@ -51,8 +50,12 @@ export function createApp(config: Config, gateway: Gateway) {
       set.headers.allow = "POST";
       return status(405, { error: "use POST /publish with {\"topic\": string, \"data\": any JSON}" });
     })
-    .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: refuseWhileDraining })
-    .ws(ECHO_ROUTE, { upgrade: refuseWhileDraining })
+    .get("/metrics", ({ set }) => {
+      set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
+      return gateway.renderMetrics();
+    })
+    .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: (context) => admit(context, CONNECT_ROUTE) })
+    .ws(ECHO_ROUTE, { upgrade: (context) => admit(context, ECHO_ROUTE) })
     // Elysia routes a GET without `Upgrade: websocket` here rather than to the .ws() route.
     .get(CONNECT_ROUTE, upgradeRequired)
     .get(ECHO_ROUTE, upgradeRequired);

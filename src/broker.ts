@@ -22,6 +22,10 @@ export interface Broker {
   /** Called once the server is listening: the broker publishes through it. */
   attach(server: Server<unknown>): void;
   status(): BrokerStatus;
+  /** Subscribers of `topic` in this process (Bun's native count), for the deliveries metric. */
+  localSubscribers(topic: string): number;
+  /** Broker-specific counters for /metrics (Redis: sent, received, dropped, reconnects). */
+  readonly counters?: Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -48,6 +52,9 @@ export class MemoryBroker implements Broker {
   }
   status(): BrokerStatus {
     return { kind: "memory", ready: true };
+  }
+  localSubscribers(topic: string): number {
+    return this.server?.subscriberCount(topic) ?? 0;
   }
   async close(): Promise<void> {
     this.server = undefined;

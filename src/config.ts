@@ -48,6 +48,27 @@ export const ConfigSchema = z.object({
     .default(1),
   /** Bearer key for POST /publish; unset disables the route (403). */
   PUBLISH_API_KEY: z.string().min(16, "must be at least 16 characters").optional(),
+  /** Set: every /connect upgrade needs an HS256 JWT signed with it. Unset (and no AUTH_PUBLIC_KEY): open mode. */
+  AUTH_SECRET: z.string().min(32, "must be at least 32 characters (HS256 needs 256 bits)").optional(),
+  /** PEM SPKI public key: accept RS256/ES256 tokens signed by its private key (alone or with AUTH_SECRET). */
+  AUTH_PUBLIC_KEY: z
+    .string()
+    .regex(/-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/, "must be a PEM public key (BEGIN PUBLIC KEY)")
+    .optional(),
+  /** Comma-separated Origins allowed to upgrade (browsers send Origin); unset: any. */
+  ALLOWED_ORIGINS: z
+    .string()
+    .transform((s) => s.split(",").map((o) => o.trim()).filter(Boolean))
+    .pipe(z.array(z.url("each origin must be a URL like https://app.example.com")).min(1, "must list at least one origin"))
+    .optional(),
+  /** Inbound messages per second per connection (token bucket); 0 = no limit. */
+  RATE_LIMIT_MSGS_PER_S: integer(0, 0, 1_000_000),
+  /** Bucket size: messages a connection may send at once before the rate applies. */
+  RATE_LIMIT_BURST: integer(100, 1, 1_000_000),
+  /** Open WebSocket connections per process; beyond it upgrades get 503. 0 = no limit. */
+  MAX_CONNECTIONS: integer(0, 0, 10_000_000),
+  /** Open WebSocket connections per client IP per process; beyond it upgrades get 429. 0 = no limit. */
+  MAX_CONNECTIONS_PER_IP: integer(0, 0, 10_000_000),
   /** Set by the supervisor for its workers: several processes listen on one port. */
   REUSE_PORT: boolean(false),
 }).superRefine((config, ctx) => {

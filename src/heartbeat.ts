@@ -32,6 +32,8 @@ export interface HeartbeatOptions<C extends Beating> {
   waitMs: number;
   ping(conn: C): void;
   timeout(conn: C): void;
+  /** The time given to expireAt() has come (e.g. the token expired). */
+  expire(conn: C): void;
   /** A ping or timeout callback threw: the wheel goes on with the other connections. */
   failed(conn: C, error: unknown): void;
 }
@@ -43,6 +45,8 @@ export class Heartbeat<C extends Beating> {
   private readonly intervalTicks: number;
   private readonly deadlineTicks: number;
   private readonly buckets = new Map<number, C[]>();
+  /** One-shot expiries (token `exp`) on the same clock: no timer per connection for them either. */
+  private readonly expiries = new Map<number, C[]>();
   private readonly start = performance.now();
   private timer: ReturnType<typeof setInterval> | undefined;
 
@@ -62,10 +66,20 @@ export class Heartbeat<C extends Beating> {
     this.file(conn, this.tick + this.intervalTicks);
   }
 
+  /** Calls `expire(conn)` at wall-clock `atMs` (Unix ms), within one tick after it; never before. */
+  expireAt(conn: C, atMs: number): void {
+    const inMs = atMs - Date.now();
+    const at = this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1);
+    const bucket = this.expiries.get(at);
+    if (bucket === undefined) this.expiries.set(at, [conn]);
+    else bucket.push(conn);
+  }
+
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
     this.buckets.clear();
+    this.expiries.clear();
   }
 
   /** Number of connections filed in the wheel, closed ones not yet swept included (for tests and metrics). */
@@ -85,6 +99,18 @@ export class Heartbeat<C extends Beating> {
     const target = Math.floor((performance.now() - this.start) / this.tickMs);
     while (this.tick < target) {
       this.tick++;
+      const expiring = this.expiries.get(this.tick);
+      if (expiring !== undefined) {
+        this.expiries.delete(this.tick);
+        for (const conn of expiring) {
+          if (conn.closed) continue;
+          try {
+            this.options.expire(conn);
+          } catch (error) {
+            this.options.failed(conn, error);
+          }
+        }
+      }
       const due = this.buckets.get(this.tick);
       if (due === undefined) continue;
       this.buckets.delete(this.tick);

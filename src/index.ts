@@ -1,4 +1,5 @@
 // Entry point: config -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
+import { openModeWarning } from "./admission.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";
@@ -30,6 +31,7 @@ function serveHere(config: Config, log: Logger): void {
     const hardStop = setTimeout(() => process.exit(0), config.SHUTDOWN_GRACE_MS);
     running.shutdown().finally(() => {
       clearTimeout(hardStop);
+      log.info("stop", { signal });
       process.exit(0);
     });
   };
@@ -39,5 +41,13 @@ function serveHere(config: Config, log: Logger): void {
   // Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
   const ws = running.url.replace(/^http/, "ws");
   const broker = config.REDIS_URL === undefined ? "" : " with Redis";
-  console.log(`switchboard listening on ${running.url} (${ws}/connect, ${ws}/echo)${broker}`);
+  const warning = openModeWarning(config);
+  if (warning !== undefined) console.error(warning);
+  log.info("start", {
+    url: running.url,
+    broker: config.REDIS_URL === undefined ? "memory" : "redis",
+    auth: warning === undefined ? "jwt" : "open",
+    pid: process.pid,
+  });
+  console.log(`switchboard listening on ${running.url} (${ws}/connect, ${ws}/echo)${broker}${warning ? " [OPEN MODE]" : ""}`);
 }

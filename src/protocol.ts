@@ -44,6 +44,8 @@ export const ErrorCode = z.enum([
   "too_many_topics",
   "not_subscribed",
   "unsupported_binary",
+  "forbidden",
+  "rate_limited",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -80,14 +82,20 @@ export const CloseCode = {
   messageTooBig: 1009,
   /** A handler failed on this connection; the server and other connections go on. */
   internalError: 1011,
+  /** The client kept sending well over RATE_LIMIT_MSGS_PER_S after rate_limited errors. */
+  policyViolation: 1008,
   /** No frame from the peer within the read deadline (PING_INTERVAL_MS + PING_WAIT_MS). */
   heartbeatTimeout: 4000,
+  /** The token's `exp` passed while connected. Get a fresh token and reconnect. */
+  tokenExpired: 4001,
 } as const;
 
 export const CloseReason = {
   shuttingDown: "server shutting down",
   internalError: "internal error",
   heartbeatTimeout: "heartbeat timeout",
+  rateLimit: "rate limit exceeded",
+  tokenExpired: "token expired",
 } as const;
 
 // Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the

@@ -33,7 +33,8 @@ export class RedisBroker extends MemoryBroker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
   readonly nodeId = crypto.randomUUID().slice(0, 8);
   /** Published to Redis, and cross-node payloads dropped because Redis was unreachable. */
-  readonly counters = { sent: 0, received: 0, dropped: 0, reconnects: 0 };
+  /** sent/received/dropped: payloads to and from Redis; delivered: local deliveries of remote messages. */
+  readonly counters = { sent: 0, received: 0, dropped: 0, reconnects: 0, delivered: 0 };
 
   private pub: RedisClient | undefined;
   private sub: RedisClient | undefined;
@@ -102,6 +103,7 @@ export class RedisBroker extends MemoryBroker {
     const cut = payload.indexOf(SEPARATOR);
     if (cut < 0 || this.server === undefined) return;
     this.counters.received++;
+    this.counters.delivered += this.server.subscriberCount(channel.slice(CHANNEL_PREFIX.length));
     this.server.publish(channel.slice(CHANNEL_PREFIX.length), payload.slice(cut + 1), payload.length - cut - 1 >= this.compressFrom);
   };
 

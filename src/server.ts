@@ -32,7 +32,7 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
       ? new MemoryBroker(compressFrom)
       : new RedisBroker({ url: config.REDIS_URL, log, compressFrom }));
   const gateway = new Gateway(config, broker, log);
-  const app = createApp(config, gateway);
+  const app = createApp(config, gateway, log);
   app.listen({
     port: config.PORT,
     hostname: config.HOST,

@@ -16,6 +16,10 @@ describe("loadConfig", () => {
       SHUTDOWN_GRACE_MS: 5000,
       LOG_LEVEL: "info",
       WORKERS: 1,
+      RATE_LIMIT_MSGS_PER_S: 0,
+      RATE_LIMIT_BURST: 100,
+      MAX_CONNECTIONS: 0,
+      MAX_CONNECTIONS_PER_IP: 0,
       REUSE_PORT: false,
     });
   });
@@ -54,6 +58,11 @@ describe("loadConfig", () => {
     ["WORKERS", "0"],
     ["WORKERS", "many"],
     ["PUBLISH_API_KEY", "short"],
+    ["AUTH_SECRET", "too-short"],
+    ["AUTH_PUBLIC_KEY", "not a pem"],
+    ["ALLOWED_ORIGINS", "example.com"],
+    ["RATE_LIMIT_BURST", "0"],
+    ["MAX_CONNECTIONS", "-5"],
   ])("%s=%p is rejected with a message naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(`${name}=${JSON.stringify(value)}`);
@@ -63,6 +72,13 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ WORKERS: "2" })).toThrow('WORKERS="2": 2 workers need REDIS_URL');
     expect(loadConfig({ WORKERS: "2", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(2);
     expect(loadConfig({ WORKERS: "auto", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(navigator.hardwareConcurrency);
+  });
+
+  test("ALLOWED_ORIGINS is a comma list of URLs", () => {
+    expect(loadConfig({ ALLOWED_ORIGINS: "https://a.example, http://localhost:5173" }).ALLOWED_ORIGINS).toEqual([
+      "https://a.example",
+      "http://localhost:5173",
+    ]);
   });
 
   test("several bad values are all reported at once", () => {

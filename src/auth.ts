@@ -1,0 +1,136 @@
+// Who may connect to /connect and what they may do there: JWT verification (jose: HS256 with AUTH_SECRET,
+// RS256 with AUTH_PUBLIC_KEY) and topic permissions from the token's claims.
+import { decodeProtectedHeader, errors, importSPKI, jwtVerify } from "jose";
+import { z } from "zod";
+import type { Config } from "./config.ts";
+
+/**
+ * What a token must carry. `topics` patterns are exact topic names or prefixes ending in `*`
+ * (`chat.room.*` matches `chat.room.1`; a lone `*` matches every topic).
+ */
+export const TokenClaims = z.object({
+  sub: z.string().min(1),
+  topics: z.object({
+    subscribe: z.array(z.string()).default([]),
+    publish: z.array(z.string()).default([]),
+  }),
+  exp: z.number().optional(),
+});
+export type TokenClaims = z.infer<typeof TokenClaims>;
+
+/** Compiled topic patterns: a Set for exact names and a short list of prefixes, checked per frame. */
+class PatternSet {
+  private readonly exact = new Set<string>();
+  private readonly prefixes: string[] = [];
+  constructor(patterns: string[]) {
+    for (const p of patterns) {
+      if (p.endsWith("*")) this.prefixes.push(p.slice(0, -1));
+      else this.exact.add(p);
+    }
+  }
+  allows(topic: string): boolean {
+    if (this.exact.has(topic)) return true;
+    for (const prefix of this.prefixes) if (topic.startsWith(prefix)) return true;
+    return false;
+  }
+}
+
+export class Permissions {
+  private readonly subscribe: PatternSet;
+  private readonly publish: PatternSet;
+  constructor(topics: TokenClaims["topics"]) {
+    this.subscribe = new PatternSet(topics.subscribe);
+    this.publish = new PatternSet(topics.publish);
+  }
+  canSubscribe(topic: string): boolean {
+    return this.subscribe.allows(topic);
+  }
+  canPublish(topic: string): boolean {
+    return this.publish.allows(topic);
+  }
+}
+
+export interface Identity {
+  sub: string;
+  permissions: Permissions;
+  /** Unix ms at which the token expires; the connection is closed with 4001 then. */
+  expiresAtMs: number | undefined;
+}
+
+/** Why an upgrade was refused; `reason` is sent to the client in the 401 body. */
+export class AuthError extends Error {
+  override name = "AuthError";
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+export class Authenticator {
+  private readonly secret: Uint8Array | undefined;
+  private publicKey: Promise<CryptoKey> | undefined;
+  /** Many connections share the same claims; one compiled Permissions per distinct `topics` claim. */
+  private readonly cache = new Map<string, Permissions>();
+
+  private constructor(config: Config) {
+    this.secret = config.AUTH_SECRET === undefined ? undefined : new TextEncoder().encode(config.AUTH_SECRET);
+    if (config.AUTH_PUBLIC_KEY !== undefined) this.publicKey = importSPKI(config.AUTH_PUBLIC_KEY, "RS256") as Promise<CryptoKey>;
+  }
+
+  /** Undefined in open mode (neither AUTH_SECRET nor AUTH_PUBLIC_KEY set). */
+  static fromConfig(config: Config): Authenticator | undefined {
+    if (config.AUTH_SECRET === undefined && config.AUTH_PUBLIC_KEY === undefined) return undefined;
+    return new Authenticator(config);
+  }
+
+  /** Verifies signature, `exp` and `nbf`, then the claims' shape. Throws AuthError with a client-safe reason. */
+  async verify(token: string | undefined): Promise<Identity> {
+    if (!token) throw new AuthError("missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>");
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new AuthError("malformed token");
+    }
+    const key = alg === "HS256" ? this.secret : alg === "RS256" ? await this.publicKey : undefined;
+    if (key === undefined) throw new AuthError(`token algorithm ${alg ?? "none"} is not accepted here`);
+    let payload: unknown;
+    try {
+      payload = (await jwtVerify(token, key, { algorithms: [alg!] })).payload;
+    } catch (error) {
+      if (error instanceof errors.JWTExpired) throw new AuthError("token expired");
+      if (error instanceof errors.JWTClaimValidationFailed && error.claim === "nbf") throw new AuthError("token not yet valid");
+      if (error instanceof errors.JWSSignatureVerificationFailed) throw new AuthError("invalid token signature");
+      throw new AuthError("invalid token");
+    }
+    const claims = TokenClaims.safeParse(payload);
+    if (!claims.success) {
+      const issue = claims.error.issues[0]!;
+      throw new AuthError(`invalid token claims: ${issue.path.join(".")}: ${issue.message}`);
+    }
+    return {
+      sub: claims.data.sub,
+      permissions: this.permissionsFor(claims.data.topics),
+      expiresAtMs: claims.data.exp === undefined ? undefined : claims.data.exp * 1000,
+    };
+  }
+
+  private permissionsFor(topics: TokenClaims["topics"]): Permissions {
+    const key = JSON.stringify(topics);
+    let permissions = this.cache.get(key);
+    if (permissions === undefined) {
+      if (this.cache.size >= 10_000) this.cache.clear(); // bounded: tokens with unique claims cannot grow it
+      permissions = new Permissions(topics);
+      this.cache.set(key, permissions);
+    }
+    return permissions;
+  }
+}
+
+/** The token from `?token=` or `Authorization: Bearer`. */
+export function tokenFrom(url: string, authorization: string | undefined): string | undefined {
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+  if (bearer) return bearer[1];
+  const query = url.indexOf("?");
+  if (query < 0) return undefined;
+  return new URLSearchParams(url.slice(query + 1)).get("token") ?? undefined;
+}

@@ -1,0 +1,68 @@
+// Counters for GET /metrics in the Prometheus text format. The hot path only increments plain numbers on one
+// object; labels, maps and text are built when Prometheus scrapes, never per frame.
+
+/** Counters keyed by a label value (reason, code). Only touched off the hot path (errors, closes, rejects). */
+class Labeled {
+  readonly values = new Map<string, number>();
+  inc(label: string | number, by = 1): void {
+    const key = String(label);
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+  get(label: string | number): number {
+    return this.values.get(String(label)) ?? 0;
+  }
+}
+
+export class Metrics {
+  // Per frame: plain fields, incremented inline.
+  framesIn = 0;
+  /** Payload length of received frames: bytes for binary, UTF-16 code units for text (no re-encoding per frame). */
+  bytesIn = 0;
+  /** Frames sent to one socket (echoes, replies, errors, welcome); fan-out deliveries are counted separately. */
+  framesOut = 0;
+  bytesOut = 0;
+  publishes = 0;
+  /** Local deliveries: subscribers of the topic in this process at publish time (Bun's subscriberCount). */
+  deliveries = 0;
+  heartbeatTimeouts = 0;
+  rateLimited = 0;
+  tokenExpiries = 0;
+
+  readonly upgradesAccepted = new Labeled();
+  readonly upgradesRejected = new Labeled();
+  readonly errors = new Labeled();
+  readonly closes = new Labeled();
+
+  /** Renders every metric; `gauges` are read at scrape time from their owners (connections, broker state). */
+  render(gauges: { connections: Record<string, number>; brokerReady: boolean; brokerKind: string; redis?: Record<string, number> }): string {
+    const out: string[] = [];
+    const metric = (name: string, type: "counter" | "gauge", help: string, samples: [string, number][]) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
+    };
+    const labeled = (key: string, counter: Labeled, known: readonly string[] = []): [string, number][] => {
+      const keys = new Set([...known, ...counter.values.keys()]);
+      return [...keys].sort().map((k) => [`{${key}="${k}"}`, counter.get(k)]);
+    };
+
+    metric("switchboard_connections", "gauge", "Open WebSocket connections.", Object.entries(gauges.connections).map(([route, n]) => [`{route="${route}"}`, n]));
+    metric("switchboard_upgrades_accepted_total", "counter", "WebSocket upgrades accepted.", labeled("route", this.upgradesAccepted, ["connect", "echo"]));
+    metric("switchboard_upgrades_rejected_total", "counter", "WebSocket upgrades refused, by reason.", labeled("reason", this.upgradesRejected));
+    metric("switchboard_frames_received_total", "counter", "Frames received from clients.", [["", this.framesIn]]);
+    metric("switchboard_frames_received_payload_total", "counter", "Payload length received (bytes for binary, UTF-16 units for text).", [["", this.bytesIn]]);
+    metric("switchboard_frames_sent_total", "counter", "Frames sent to one socket (replies, echoes); deliveries are separate.", [["", this.framesOut]]);
+    metric("switchboard_frames_sent_payload_total", "counter", "Payload length of frames sent to one socket.", [["", this.bytesOut]]);
+    metric("switchboard_publishes_total", "counter", "Publishes accepted (socket and HTTP).", [["", this.publishes]]);
+    metric("switchboard_deliveries_total", "counter", "Messages handed to local subscribers (subscriber count per publish, from this node or others).", [["", this.deliveries + (gauges.redis?.delivered ?? 0)]]);
+    metric("switchboard_errors_total", "counter", "Error frames sent, by code.", labeled("code", this.errors));
+    metric("switchboard_closes_total", "counter", "Closed connections, by close code (1006: dropped without a close frame, which includes backpressure drops).", labeled("code", this.closes));
+    metric("switchboard_heartbeat_timeouts_total", "counter", "Connections closed with 4000 for missing the read deadline.", [["", this.heartbeatTimeouts]]);
+    metric("switchboard_token_expiries_total", "counter", "Connections closed with 4001 when their token expired.", [["", this.tokenExpiries]]);
+    metric("switchboard_rate_limited_total", "counter", "Frames refused with rate_limited.", [["", this.rateLimited]]);
+    metric("switchboard_broker_ready", "gauge", "1 when the broker reaches the other nodes (always 1 for memory).", [[`{broker="${gauges.brokerKind}"}`, gauges.brokerReady ? 1 : 0]]);
+    if (gauges.redis) {
+      for (const [k, v] of Object.entries(gauges.redis)) metric(`switchboard_redis_${k}_total`, "counter", `Redis broker: ${k}.`, [["", v]]);
+    }
+    return `${out.join("\n")}\n`;
+  }
+}
