@@ -2,7 +2,8 @@
 // and carries the frame types (for Eden); the frames themselves are handled by the Gateway's native handlers.
 import { Elysia, status } from "elysia";
 import type { Config } from "./config.ts";
-import { CONNECT_ROUTE, ECHO_ROUTE, type Gateway } from "./gateway.ts";
+import { CONNECT_ROUTE, ECHO_ROUTE, TOO_DEEP, type Gateway } from "./gateway.ts";
+import { valueNestsTooDeep } from "./json-depth.ts";
 import { ClientFrame, HttpPublishBody, ServerFrame } from "./protocol.ts";
 import { createAdmission } from "./admission.ts";
 import type { Logger } from "./log.ts";
@@ -31,7 +32,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     .post(
       "/publish",
       ({ body }) => {
-        gateway.publish(body.topic, body.data);
+        if (valueNestsTooDeep(body.data) || !gateway.publish(body.topic, body.data)) return status(400, { error: TOO_DEEP });
         return { status: "published" as const, topic: body.topic };
       },
       {

@@ -11,6 +11,7 @@ import { COMPRESS_FROM_BYTES, type Broker, type BrokerStatus } from "./broker.ts
 import type { Config } from "./config.ts";
 import { Heartbeat, type Beating } from "./heartbeat.ts";
 import type { Identity } from "./auth.ts";
+import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import {
@@ -91,6 +92,7 @@ export class Gateway {
       waitMs: config.PING_WAIT_MS,
       ping: (conn) => void conn.ws.ping(),
       timeout: (conn) => {
+        this.metrics.heartbeatTimeouts++;
         this.log.debug("heartbeat_timeout", { connectionId: this.connectionId(conn) });
         conn.ws.close(CloseCode.heartbeatTimeout, CloseReason.heartbeatTimeout);
       },
@@ -105,10 +107,17 @@ export class Gateway {
   }
 
   /** Publishes `data` to `topic` as one serialized frame (sockets and POST /publish both come here). */
-  publish(topic: string, data: Json): void {
+  publish(topic: string, data: Json): boolean {
+    let frame: string;
+    try {
+      frame = encode.message(topic, data);
+    } catch {
+      return false; // JSON.parse accepts nesting that JSON.stringify cannot walk (RangeError): bad input
+    }
     this.metrics.publishes++;
     this.metrics.deliveries += this.broker.localSubscribers(topic);
-    this.broker.publish(topic, encode.message(topic, data));
+    this.broker.publish(topic, frame);
+    return true;
   }
 
   /** Renders /metrics with the gauges read now. */
@@ -281,6 +290,7 @@ export class Gateway {
     if (typeof raw !== "string") {
       return this.reject(ws, "unsupported_binary", "binary frames are not supported on /connect: send JSON text");
     }
+    if (textNestsTooDeep(raw)) return this.reject(ws, "invalid_message", TOO_DEEP);
     let value: unknown;
     try {
       value = JSON.parse(raw);
@@ -303,7 +313,7 @@ export class Gateway {
         if (identity !== undefined && !identity.permissions.canPublish(frame.topic)) {
           return this.reject(ws, "forbidden", `not allowed to publish to ${frame.topic}`, frame.id);
         }
-        this.publish(frame.topic, frame.data);
+        if (!this.publish(frame.topic, frame.data)) return this.reject(ws, "invalid_message", DATA_TOO_DEEP, frame.id);
         if (frame.id !== undefined) this.send(ws, encode.ack(frame.id));
         return;
       }
@@ -344,6 +354,8 @@ export class Gateway {
   }
 }
 
+export const DATA_TOO_DEEP = "data: nested too deeply to serialize";
+export const TOO_DEEP = `JSON nests deeper than ${MAX_JSON_DEPTH} levels`;
 const TOPIC_RULE = "topic must be 1-200 characters of letters, digits and . _ - : /";
 
 /** The frame's id if it is a valid one, so that a client can match the error to its request. */

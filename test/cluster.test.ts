@@ -200,6 +200,8 @@ describe("POST /publish", () => {
     expect(await res.json()).toEqual({
       error: "topic: must be 1-200 characters of letters, digits and . _ - : /; data: required (null is a value)",
     });
+    res = await post(a, `{"topic":"t","data":${"[".repeat(200)}${"]".repeat(200)}}`);
+    expect([res.status, await res.json()]).toEqual([400, { error: "JSON nests deeper than 128 levels" }]);
     res = await post(a, JSON.stringify({ topic: "t", data: null }));
     expect(res.status).toBe(200);
     res = await fetch(`http://127.0.0.1:${a.port}/publish`);

@@ -1,0 +1,195 @@
+// Who may connect and what they may do: the token matrix, topic permissions, expiry while connected, Origin.
+import { afterAll, describe, expect, test } from "bun:test";
+import { exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { Client, serve, stopAll, within, type TestServer } from "./helpers.ts";
+
+afterAll(stopAll);
+
+const SECRET = "test-secret-that-is-at-least-32-characters-long";
+const key = new TextEncoder().encode(SECRET);
+const now = () => Math.floor(Date.now() / 1000);
+
+interface Claims {
+  sub?: string;
+  topics?: { subscribe?: string[]; publish?: string[] };
+  exp?: number;
+  nbf?: number;
+}
+const token = (claims: Claims, signWith: Uint8Array = key) => {
+  const jwt = new SignJWT({ ...claims } as Record<string, unknown>).setProtectedHeader({ alg: "HS256" });
+  return jwt.sign(signWith);
+};
+
+/** Upgrade result over plain fetch: status and JSON body, without opening a socket. */
+async function upgrade(server: TestServer, query = "", headers: Record<string, string> = {}) {
+  const res = await fetch(`http://127.0.0.1:${server.port}/connect${query}`, {
+    headers: { upgrade: "websocket", connection: "upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13", ...headers },
+  });
+  return { status: res.status, body: res.status === 101 ? undefined : await res.json() };
+}
+
+const everything = { sub: "u1", topics: { subscribe: ["*"], publish: ["*"] } };
+
+describe("token matrix", () => {
+  const server = serve({ AUTH_SECRET: SECRET });
+
+  test("no token: 401 with a reason, no socket", async () => {
+    expect(await upgrade(server)).toEqual({ status: 401, body: { error: "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>" } });
+    expect(server.gateway.connections.size).toBe(0);
+  });
+
+  test("bad signature: 401", async () => {
+    const forged = await token({ ...everything, exp: now() + 60 }, new TextEncoder().encode("another-secret-of-at-least-32-chars!!"));
+    expect(await upgrade(server, `?token=${forged}`)).toEqual({ status: 401, body: { error: "invalid token signature" } });
+  });
+
+  test("expired: 401", async () => {
+    expect(await upgrade(server, `?token=${await token({ ...everything, exp: now() - 10 })}`)).toEqual({
+      status: 401,
+      body: { error: "token expired" },
+    });
+  });
+
+  test("not yet valid (nbf): 401", async () => {
+    expect(await upgrade(server, `?token=${await token({ ...everything, nbf: now() + 60 })}`)).toEqual({
+      status: 401,
+      body: { error: "token not yet valid" },
+    });
+  });
+
+  test("garbage and alg=none: 401", async () => {
+    expect((await upgrade(server, "?token=not.a.jwt")).status).toBe(401);
+    const none = `${btoa(JSON.stringify({ alg: "none" }))}.${btoa(JSON.stringify(everything))}.`;
+    expect(await upgrade(server, `?token=${none}`)).toEqual({ status: 401, body: { error: "token algorithm none is not accepted here" } });
+  });
+
+  test("claims without topics: 401 naming the claim", async () => {
+    expect(await upgrade(server, `?token=${await token({ sub: "u1" })}`)).toEqual({
+      status: 401,
+      body: { error: "invalid token claims: topics: Invalid input: expected object, received undefined" },
+    });
+  });
+
+  test("a valid token by query or by Authorization: Bearer opens the socket", async () => {
+    const jwt = await token({ ...everything, exp: now() + 60 });
+    expect((await upgrade(server, `?token=${jwt}`)).status).toBe(101);
+    expect((await upgrade(server, "", { authorization: `Bearer ${jwt}` })).status).toBe(101);
+    const c = await Client.open(server.ws(`/connect?token=${jwt}` as "/connect"));
+    expect((await c.json()).type).toBe("welcome");
+    c.close();
+  });
+
+  test("/echo stays open (benchmark route), the token applies to /connect", async () => {
+    const c = await Client.open(server.ws("/echo"));
+    c.socket.send("x");
+    expect(await c.raw()).toBe("x");
+    c.close();
+  });
+
+  test("RS256 tokens verify against AUTH_PUBLIC_KEY", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("RS256", { extractable: true });
+    const rsa = serve({ AUTH_PUBLIC_KEY: await exportSPKI(publicKey) });
+    const jwt = await new SignJWT(everything).setProtectedHeader({ alg: "RS256" }).setExpirationTime("1m").sign(privateKey);
+    expect((await upgrade(rsa, `?token=${jwt}`)).status).toBe(101);
+    // an HS256 token is refused where only a public key is configured
+    expect(await upgrade(rsa, `?token=${await token(everything)}`)).toEqual({
+      status: 401,
+      body: { error: "token algorithm HS256 is not accepted here" },
+    });
+  });
+});
+
+describe("topic permissions", () => {
+  const server = serve({ AUTH_SECRET: SECRET });
+  const connectAs = async (claims: Claims) => {
+    const c = await Client.open(server.ws(`/connect?token=${await token(claims)}` as "/connect"));
+    await c.json();
+    return c;
+  };
+
+  test("exact and prefix patterns allow; anything else is forbidden, and the connection stays open", async () => {
+    const c = await connectAs({ sub: "alice", topics: { subscribe: ["news", "chat.room.*"], publish: ["chat.room.*"] } });
+    expect(await c.request({ type: "subscribe", topic: "news" })).toEqual({ type: "subscribed", topic: "news" });
+    expect(await c.request({ type: "subscribe", topic: "chat.room.42" })).toEqual({ type: "subscribed", topic: "chat.room.42" });
+    expect(await c.request({ type: "subscribe", topic: "chat.room." })).toEqual({ type: "subscribed", topic: "chat.room." });
+    expect(await c.request({ type: "subscribe", topic: "newsroom", id: 1 })).toEqual({
+      type: "error",
+      code: "forbidden",
+      message: "not allowed to subscribe to newsroom",
+      id: 1,
+    });
+    expect(await c.request({ type: "subscribe", topic: "chat.roomx" })).toMatchObject({ code: "forbidden" });
+    expect(await c.request({ type: "publish", topic: "news", data: 1, id: 2 })).toEqual({
+      type: "error",
+      code: "forbidden",
+      message: "not allowed to publish to news",
+      id: 2,
+    });
+    c.send({ type: "publish", topic: "chat.room.42", data: "hi", id: 3 });
+    const frames = [await c.json(), await c.json()];
+    expect(frames).toContainEqual({ type: "ack", id: 3 });
+    expect(frames).toContainEqual({ type: "message", topic: "chat.room.42", data: "hi" });
+    c.close();
+  });
+
+  test("a token with empty permissions can connect but do nothing", async () => {
+    const c = await connectAs({ sub: "nobody", topics: {} });
+    expect(await c.request({ type: "subscribe", topic: "a" })).toMatchObject({ type: "error", code: "forbidden" });
+    expect(await c.request({ type: "publish", topic: "a", data: 1 })).toMatchObject({ type: "error", code: "forbidden" });
+    expect(await c.request({ type: "ping" })).toEqual({ type: "pong" });
+    c.close();
+  });
+});
+
+describe("expiry while connected", () => {
+  test("the socket is closed with 4001 \"token expired\" at exp, not before", async () => {
+    const server = serve({ AUTH_SECRET: SECRET, PING_INTERVAL_MS: 200, PING_WAIT_MS: 200 });
+    // exp has second precision: expire at the next whole second, at least 1.2 s from now
+    const expSeconds = Math.ceil(Date.now() / 1000 + 1.2);
+    const c = await Client.open(server.ws(`/connect?token=${await token({ ...everything, exp: expSeconds })}` as "/connect"));
+    await c.json();
+    const closed = await within(c.closed, 5000, "expiry close");
+    const at = Date.now();
+    expect(closed).toEqual({ code: 4001, reason: "token expired" });
+    expect(at).toBeGreaterThanOrEqual(expSeconds * 1000);
+    expect(at).toBeLessThan(expSeconds * 1000 + 1000);
+    expect(server.gateway.metrics.tokenExpiries).toBe(1);
+  });
+});
+
+describe("ALLOWED_ORIGINS", () => {
+  test("other or missing Origin gets 403; a listed one is accepted, on both routes", async () => {
+    const server = serve({ ALLOWED_ORIGINS: ["https://app.example.com", "http://localhost:5173"] });
+    expect(await upgrade(server, "", { origin: "https://evil.example" })).toEqual({
+      status: 403,
+      body: { error: "origin https://evil.example is not allowed" },
+    });
+    expect(await upgrade(server, "")).toEqual({ status: 403, body: { error: "origin (none) is not allowed" } });
+    expect((await upgrade(server, "", { origin: "http://localhost:5173" })).status).toBe(101);
+    const echo = await fetch(`http://127.0.0.1:${server.port}/echo`, {
+      headers: { upgrade: "websocket", connection: "upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13", origin: "https://evil.example" },
+    });
+    expect(echo.status).toBe(403);
+  });
+});
+
+describe("open mode", () => {
+  test("the entry point says so loudly on start", async () => {
+    const proc = Bun.spawn(["bun", "run", "src/index.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1" }, stdout: "pipe", stderr: "pipe" });
+    const killer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+    const reader = proc.stdout.getReader();
+    let out = "";
+    while (!out.includes("listening")) {
+      const { value, done } = await within(reader.read(), 8000, "start");
+      if (done) break;
+      out += new TextDecoder().decode(value);
+    }
+    proc.kill("SIGTERM");
+    await proc.exited;
+    clearTimeout(killer);
+    const stderr = await new Response(proc.stderr).text();
+    expect(stderr).toContain("WARNING: open mode");
+    expect(out).toContain("[OPEN MODE]");
+    expect(out).toContain('"auth":"open"');
+  });
+});

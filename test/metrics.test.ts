@@ -1,0 +1,109 @@
+// GET /metrics: valid Prometheus text, and counters that move by exactly what a scripted session did.
+import { afterAll, describe, expect, test } from "bun:test";
+import { Client, serve, stopAll, until, type TestServer } from "./helpers.ts";
+
+afterAll(stopAll);
+
+async function scrape(server: TestServer): Promise<Map<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${server.port}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toContain("text/plain");
+  const text = await res.text();
+  const samples = new Map<string, number>();
+  const typed = new Set<string>();
+  for (const line of text.trimEnd().split("\n")) {
+    const type = /^# TYPE ([a-z_]+) (counter|gauge)$/.exec(line);
+    if (type) {
+      typed.add(type[1]!);
+      continue;
+    }
+    if (line.startsWith("# HELP ")) continue;
+    const sample = /^([a-z_]+)(\{[a-z_]+="[^"\\\n]*"\})? (-?\d+(?:\.\d+)?)$/.exec(line);
+    if (!sample) throw new Error(`not Prometheus text: ${JSON.stringify(line)}`);
+    if (!typed.has(sample[1]!)) throw new Error(`sample before its TYPE: ${line}`);
+    samples.set(`${sample[1]}${sample[2] ?? ""}`, Number(sample[3]));
+  }
+  return samples;
+}
+
+function delta(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) if (v !== (before.get(k) ?? 0)) out[k] = v - (before.get(k) ?? 0);
+  return out;
+}
+
+describe("/metrics", () => {
+  test("a scripted session moves the counters by exactly the expected amounts", async () => {
+    const server = serve();
+    const before = await scrape(server);
+    expect(before.get('switchboard_connections{route="connect"}')).toBe(0);
+    expect(before.get('switchboard_broker_ready{broker="memory"}')).toBe(1);
+
+    const a = await Client.connect(server); // welcome: 1 frame out
+    const b = await Client.connect(server); // welcome: 1 frame out
+    const e = await Client.open(server.ws("/echo"));
+    await a.request({ type: "subscribe", topic: "m" }); // in 1, out 1
+    await b.request({ type: "subscribe", topic: "m" }); // in 1, out 1
+    a.send({ type: "publish", topic: "m", data: "x", id: 1 }); // in 1, out 1 (ack); 2 deliveries
+    await a.json();
+    await a.json();
+    await b.json();
+    expect(await a.request("{oops")).toMatchObject({ code: "invalid_json" }); // in 1, out 1
+    a.socket.send(new Uint8Array([1]));
+    expect(await a.json()).toMatchObject({ code: "unsupported_binary" }); // in 1, out 1
+    e.socket.send("hello"); // in 1, out 1 (echo)
+    expect(await e.raw()).toBe("hello");
+    b.socket.close(1000, "bye");
+    await until(() => server.gateway.connections.size === 2, 2000, "b closed");
+
+    const after = await scrape(server);
+    expect(delta(before, after)).toEqual({
+      'switchboard_connections{route="connect"}': 1,
+      'switchboard_connections{route="echo"}': 1,
+      'switchboard_upgrades_accepted_total{route="connect"}': 2,
+      'switchboard_upgrades_accepted_total{route="echo"}': 1,
+      switchboard_frames_received_total: 6,
+      switchboard_frames_received_payload_total: expect.any(Number),
+      switchboard_frames_sent_total: 8,
+      switchboard_frames_sent_payload_total: expect.any(Number),
+      switchboard_publishes_total: 1,
+      switchboard_deliveries_total: 2,
+      'switchboard_errors_total{code="invalid_json"}': 1,
+      'switchboard_errors_total{code="unsupported_binary"}': 1,
+      'switchboard_closes_total{code="1000"}': 1,
+    });
+    expect(after.get("switchboard_frames_sent_payload_total")! - (before.get("switchboard_frames_sent_payload_total") ?? 0)).toBeGreaterThan(5);
+    a.close();
+    e.close();
+  });
+
+  test("rejected upgrades are counted by reason; heartbeat timeouts and rate-limited frames are counted", async () => {
+    const server = serve({ MAX_CONNECTIONS: 1, PING_INTERVAL_MS: 100, PING_WAIT_MS: 100, RATE_LIMIT_MSGS_PER_S: 1, RATE_LIMIT_BURST: 1 });
+    const a = await Client.connect(server);
+    const refused = await fetch(`http://127.0.0.1:${server.port}/connect`, {
+      headers: { upgrade: "websocket", connection: "upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13" },
+    });
+    expect(refused.status).toBe(503);
+    a.send({ type: "ping" });
+    a.send({ type: "ping" });
+    await a.json();
+    await a.json();
+    const m = await scrape(server);
+    expect(m.get('switchboard_upgrades_rejected_total{reason="max_connections"}')).toBe(1);
+    expect(m.get("switchboard_rate_limited_total")).toBe(1);
+    expect(m.get('switchboard_errors_total{code="rate_limited"}')).toBe(1);
+    a.close();
+  });
+
+  test("a dead peer's heartbeat timeout is counted with its close code", async () => {
+    const server = serve({ PING_INTERVAL_MS: 100, PING_WAIT_MS: 100 });
+    const { RawPeer } = await import("./helpers.ts");
+    const peer = await RawPeer.connect(server.port, "/connect");
+    await until(() => peer.closeFrame() !== undefined, 3000, "timeout");
+    await until(() => server.gateway.connections.size === 0, 2000, "freed");
+    const m = await scrape(server);
+    expect(m.get("switchboard_heartbeat_timeouts_total")).toBe(1);
+    expect(m.get('switchboard_closes_total{code="4000"}')).toBe(1);
+    peer.destroy();
+  });
+});
