@@ -1,7 +1,7 @@
 // Who may connect and what they may do: the token matrix, topic permissions, expiry while connected, Origin.
 import { afterAll, describe, expect, test } from "bun:test";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
-import { Client, serve, stopAll, within, type TestServer } from "./helpers.ts";
+import { Client, serve, spawnEntry, stopAll, within, type TestServer } from "./helpers.ts";
 
 afterAll(stopAll);
 
@@ -175,19 +175,9 @@ describe("ALLOWED_ORIGINS", () => {
 
 describe("open mode", () => {
   test("the entry point says so loudly on start", async () => {
-    const proc = Bun.spawn(["bun", "run", "src/index.ts"], { env: { ...process.env, PORT: "0", HOST: "127.0.0.1" }, stdout: "pipe", stderr: "pipe" });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
-    const reader = proc.stdout.getReader();
-    let out = "";
-    while (!out.includes("listening")) {
-      const { value, done } = await within(reader.read(), 8000, "start");
-      if (done) break;
-      out += new TextDecoder().decode(value);
-    }
-    proc.kill("SIGTERM");
-    await proc.exited;
-    clearTimeout(killer);
-    const stderr = await new Response(proc.stderr).text();
+    const entry = await spawnEntry({ LOG_LEVEL: "info" });
+    entry.kill("SIGTERM");
+    const { stdout: out, stderr } = await within(entry.exited(), 8000, "exit");
     expect(stderr).toContain("WARNING: open mode");
     expect(out).toContain("[OPEN MODE]");
     expect(out).toContain('"auth":"open"');

@@ -11,7 +11,7 @@ import {
   type ClientEvents,
   type SwitchboardClient,
 } from "../src/client.ts";
-import { serve, stopAll, until, within } from "./helpers.ts";
+import { freePort, serve, spawnEntry, stopAll, until, within } from "./helpers.ts";
 
 const clients: SwitchboardClient[] = [];
 const track = (c: SwitchboardClient) => (clients.push(c), c);
@@ -34,39 +34,13 @@ function inbox(client: SwitchboardClient, topic: string) {
   return { got, unsubscribe };
 }
 
-async function freePort(): Promise<number> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
 /** The real entry point on a fixed port, so it can be restarted where clients expect it. */
-async function spawnServer(port: number, env: Record<string, string> = {}) {
-  const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env },
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  const killer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
-  const reader = proc.stdout.getReader();
-  let out = "";
-  await within(
-    (async () => {
-      while (!out.includes("listening")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`server exited: ${out}`);
-        out += new TextDecoder().decode(value);
-      }
-    })(),
-    10_000,
-    "server start",
-  );
+async function spawnServer(port: number) {
+  const entry = await spawnEntry({ PORT: String(port), LOG_LEVEL: "warn" });
   return {
     stop: async (signal: "SIGTERM" | "SIGKILL" = "SIGTERM") => {
-      proc.kill(signal);
-      await proc.exited;
-      clearTimeout(killer);
+      entry.kill(signal);
+      await entry.exited();
     },
   };
 }
@@ -166,7 +140,7 @@ describe("typed round trips", () => {
 
 describe("reconnect", () => {
   test("survives a real server restart on the same port: resubscribes, then sends queued publishes in order", async () => {
-    const port = await freePort();
+    const port = freePort();
     let server = await spawnServer(port);
     const client = track(connect(`ws://127.0.0.1:${port}`, { reconnect: { baseMs: 50, capMs: 200 } }));
     const events = record(client);
@@ -200,7 +174,7 @@ describe("reconnect", () => {
   });
 
   test("publishes beyond the queue bound reject with QueueFullError; close() rejects the queued ones", async () => {
-    const port = await freePort(); // nothing listens there
+    const port = freePort(); // nothing listens there
     const client = track(connect(`http://127.0.0.1:${port}`, { maxQueuedPublishes: 2, reconnect: { baseMs: 20, capMs: 50 } }));
     const first = client.publish("t", 1).catch((e) => e);
     const second = client.publish("t", 2).catch((e) => e);
@@ -216,7 +190,7 @@ describe("reconnect", () => {
     expect([1, 2, 3, 4, 5, 6].map((n) => backoffDelay(n, 100, 1000, () => 0.999999))).toEqual([99, 199, 399, 799, 999, 999]);
     expect(backoffDelay(7, 100, 1000, () => 0)).toBe(0);
 
-    const port = await freePort();
+    const port = freePort();
     const client = track(connect(`http://127.0.0.1:${port}`, { reconnect: { baseMs: 20, capMs: 80, maxAttempts: 5 } }));
     const events = record(client);
     const queued = client.publish("t", "never").catch((e) => e);

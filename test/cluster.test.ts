@@ -1,7 +1,7 @@
 // Scale-out on a real redis-server: cross-node fan-out exactly once and in order, interest-based Redis
 // subscriptions, a Redis outage and restart, WORKERS=2 on one port, and HTTP publish.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, serve, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { Client, serve, spawnEntry, stopAll, until, within, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 import type { RedisBroker } from "../src/redis-broker.ts";
 
@@ -217,29 +217,13 @@ describe("POST /publish", () => {
 });
 
 describe("WORKERS=2", () => {
+  const WORKERS_READY = /listening on http:\/\/127\.0\.0\.1:(\d+) .* with 2 workers/;
+  const supervisor = () => spawnEntry({ WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "warn" }, WORKERS_READY);
+
   test("two processes share one port; a publish via one worker reaches a subscriber held by the other", async () => {
-    const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
-      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "warn" },
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 25_000);
+    const entry = await supervisor();
     try {
-      const reader = proc.stdout.getReader();
-      let out = "";
-      const port = await within(
-        (async () => {
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done) throw new Error(`supervisor exited: ${out}`);
-            out += new TextDecoder().decode(value);
-            const m = out.match(/listening on http:\/\/127\.0\.0\.1:(\d+) .* with 2 workers/);
-            if (m) return Number(m[1]);
-          }
-        })(),
-        15_000,
-        "supervisor start-up line",
-      );
+      const port = entry.port;
       const url = `ws://127.0.0.1:${port}/connect`;
       // connection ids start with a per-process prefix: open sockets until both workers hold some
       const byWorker = new Map<string, Client>();
@@ -258,32 +242,19 @@ describe("WORKERS=2", () => {
       expect(await publisher.json()).toEqual({ type: "ack", id: 7 });
       expect(await subscriber.json(5000)).toEqual({ type: "message", topic: "cross", data: "via the other worker" });
 
-      proc.kill("SIGTERM");
+      entry.kill("SIGTERM");
       expect(await within(subscriber.closed, 5000, "drain")).toEqual({ code: 1001, reason: "server shutting down" });
-      expect(await within(proc.exited, 8000, "supervisor exit")).toBe(0);
+      expect((await within(entry.exited(), 8000, "supervisor exit")).code).toBe(0);
       for (const c of extra) c.close();
     } finally {
-      clearTimeout(killer);
-      proc.kill("SIGKILL");
+      entry.kill("SIGKILL");
     }
   }, 40_000);
 
   test("a crashed worker is restarted by the supervisor", async () => {
-    const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
-      env: { ...process.env, PORT: "0", HOST: "127.0.0.1", WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "warn" },
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const killer = setTimeout(() => proc.kill("SIGKILL"), 25_000);
+    const entry = await supervisor();
     try {
-      const reader = proc.stdout.getReader();
-      let out = "";
-      while (!out.includes("with 2 workers")) {
-        const { value, done } = await within(reader.read(), 15_000, "start-up");
-        if (done) throw new Error(out);
-        out += new TextDecoder().decode(value);
-      }
-      const children = async () => (await Bun.$`pgrep -P ${proc.pid}`.nothrow().text()).trim().split("\n").filter(Boolean);
+      const children = async () => (await Bun.$`pgrep -P ${entry.proc.pid}`.nothrow().text()).trim().split("\n").filter(Boolean);
       const before = await children();
       expect(before).toHaveLength(2);
       process.kill(Number(before[0]), "SIGKILL");
@@ -296,13 +267,12 @@ describe("WORKERS=2", () => {
       expect(after).toHaveLength(2);
       expect(after).not.toContain(before[0]);
       expect(after).toContain(before[1]!);
-      proc.kill("SIGTERM");
-      expect(await within(proc.exited, 8000, "exit")).toBe(0);
-      const stderr = await new Response(proc.stderr).text();
-      expect(stderr).toContain('"event":"worker_exited"');
+      entry.kill("SIGTERM");
+      const exit = await within(entry.exited(), 8000, "exit");
+      expect(exit.code).toBe(0);
+      expect(exit.stderr).toContain('"event":"worker_exited"');
     } finally {
-      clearTimeout(killer);
-      proc.kill("SIGKILL");
+      entry.kill("SIGKILL");
     }
   }, 40_000);
 });

@@ -267,3 +267,64 @@ export async function connectionsOf(server: TestServer): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${server.port}/healthz`);
   return ((await res.json()) as { connections: number }).connections;
 }
+
+/** A free TCP port on 127.0.0.1 (bound, read, released: a later bind may race, which tests tolerate). */
+export function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+export interface Entry {
+  proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
+  /** The port from the start-up line. */
+  port: number;
+  /** All of stdout so far, and (once the process exits) the rest of it. */
+  stdout(): string;
+  exited(): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Sends a signal; the process is SIGKILLed anyway after 30 s so no test leaves one behind. */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/**
+ * Runs the real entry point (`bun run src/index.ts`) on 127.0.0.1 with `env` and waits for its start-up line
+ * (`switchboard listening on http://127.0.0.1:PORT ...`, matched by `ready` when given).
+ */
+export async function spawnEntry(env: Record<string, string>, ready = /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) /m): Promise<Entry> {
+  const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const guard = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+  guard.unref();
+  let out = "";
+  const decoder = new TextDecoder();
+  const reading = (async () => {
+    for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
+  })();
+  const stderr = new Response(proc.stderr).text();
+  const deadline = performance.now() + 15_000;
+  let match: RegExpMatchArray | null = null;
+  while ((match = out.match(ready)) === null) {
+    if (proc.exitCode !== null || performance.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`server did not start: ${out}${await stderr}`);
+    }
+    await Bun.sleep(10);
+  }
+  return {
+    proc,
+    port: Number(match[1]),
+    stdout: () => out,
+    exited: async () => {
+      const code = await proc.exited;
+      clearTimeout(guard);
+      await reading;
+      return { code, stdout: out, stderr: await stderr };
+    },
+    kill: (signal = "SIGTERM") => proc.kill(signal),
+  };
+}

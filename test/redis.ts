@@ -2,6 +2,7 @@
 // Falls back to REDIS_URL (never a mock) where redis-server is not installed; tests that must kill Redis
 // then skip, since they cannot do it to a shared server.
 import { RedisClient } from "bun";
+import { freePort } from "./helpers.ts";
 
 export interface TestRedis {
   url: string;
@@ -13,13 +14,6 @@ export interface TestRedis {
   command(cmd: string, args: string[]): Promise<unknown>;
 }
 
-async function freePort(): Promise<number> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
 export async function startRedis(): Promise<TestRedis> {
   const binary = Bun.which("redis-server");
   if (binary === null) {
@@ -27,7 +21,7 @@ export async function startRedis(): Promise<TestRedis> {
     if (!url) throw new Error("redis-server is not installed and REDIS_URL is not set");
     return { url, owned: false, stop: async () => {}, start: async () => {}, command: (c, a) => run(url, c, a) };
   }
-  const port = await freePort();
+  const port = freePort();
   const url = `redis://127.0.0.1:${port}`;
   let proc: ReturnType<typeof Bun.spawn> | undefined;
   const start = async () => {

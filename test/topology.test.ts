@@ -2,47 +2,29 @@
 // switchboard replicas (the real entry point) and HAProxy with deploy/haproxy.cfg's balancing and health
 // checks, pointed at local ports. Skipped where haproxy is not installed (`apt-get install haproxy`).
 import { afterAll, describe, expect, test } from "bun:test";
-import { Client, until, within } from "./helpers.ts";
+import { Client, freePort, spawnEntry, until, within } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 const haproxy = Bun.which("haproxy");
-const procs: ReturnType<typeof Bun.spawn>[] = [];
+const procs: { kill(signal?: number | NodeJS.Signals): void }[] = [];
 let redis: TestRedis | undefined;
 afterAll(async () => {
   for (const p of procs) p.kill("SIGKILL");
   await redis?.stop();
 });
 
-async function freePort(): Promise<number> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
 async function replica(port: number, redisUrl: string) {
-  const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", REDIS_URL: redisUrl, LOG_LEVEL: "warn" },
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  procs.push(proc);
-  const reader = proc.stdout.getReader();
-  let out = "";
-  while (!out.includes("listening")) {
-    const { value, done } = await within(reader.read(), 10_000, "replica start");
-    if (done) throw new Error(out);
-    out += new TextDecoder().decode(value);
-  }
-  return proc;
+  const entry = await spawnEntry({ PORT: String(port), REDIS_URL: redisUrl, LOG_LEVEL: "warn" });
+  procs.push(entry.proc);
+  return entry;
 }
 
 describe.skipIf(haproxy === null)("compose topology with real processes", () => {
   test("HAProxy spreads clients over three replicas; a publish reaches all; a drained replica's clients move", async () => {
     redis = await startRedis();
-    const ports = await Promise.all([1, 2, 3].map(() => freePort()));
+    const ports = [1, 2, 3].map(() => freePort());
     const replicas = await Promise.all(ports.map((p) => replica(p, redis!.url)));
-    const lbPort = await freePort();
+    const lbPort = freePort();
     const shipped = await Bun.file("deploy/haproxy.cfg").text();
     // Same config, but static local servers instead of Docker DNS discovery.
     const config = shipped
@@ -79,7 +61,7 @@ describe.skipIf(haproxy === null)("compose topology with real processes", () => 
 
     // Drain one replica: its clients see 1001 and new connections go to the other two.
     replicas[0]!.kill("SIGTERM");
-    expect(await within(replicas[0]!.exited, 8000, "replica exit")).toBe(0);
+    expect((await within(replicas[0]!.exited(), 8000, "replica exit")).code).toBe(0);
     const again = await Client.open(url);
     expect((await again.json()).type).toBe("welcome");
     await again.request({ type: "subscribe", topic: "lb" });
