@@ -1,44 +1,82 @@
 // Shared pieces of the benchmarks: spawning a pinned server process, reading its CPU time and RSS from /proc,
 // and a raw-TCP WebSocket load client that pipelines pre-masked frames and counts replies without parsing JSON.
 import type { Socket } from "bun";
+import { heapStats } from "bun:jsc";
 
 export const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat times are in these ticks
 
 export interface ServerProcess {
   pid: number;
   port: number;
+  /** JS heap of the server, read inside it (bench/servers and baselines print it on SIGUSR2). */
+  heap(): Promise<HeapReport>;
   /** SIGKILL by default; SIGTERM lets a supervisor drain its workers first. */
   kill(signal?: "SIGKILL" | "SIGTERM"): Promise<void>;
+}
+
+export interface HeapReport {
+  heapSize: number;
+  heapCapacity: number;
+  objectCount: number;
 }
 
 /** Starts `cmd` pinned to `cpu`; it must print a line containing `127.0.0.1:<port>`. */
 export async function spawnServer(cmd: string[], env: Record<string, string>, cpu: number | null): Promise<ServerProcess> {
   const argv = cpu === null ? cmd : ["taskset", "-c", String(cpu), ...cmd];
   const proc = Bun.spawn(argv, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "inherit" });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += new TextDecoder().decode(value);
-    const match = out.match(/127\.0\.0\.1:(\d+)/);
-    if (match) {
-      void (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return {
-        pid: proc.pid,
-        port: Number(match[1]),
-        kill: async (signal = "SIGKILL") => {
-          proc.kill(signal);
-          await proc.exited;
-        },
-      };
+  const lines: string[] = [];
+  let wake: (() => void) | undefined;
+  void (async () => {
+    const decoder = new TextDecoder();
+    let buffered = "";
+    for await (const chunk of proc.stdout) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        lines.push(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        wake?.();
+      }
     }
+  })();
+  const nextLine = async (match: (line: string) => boolean, ms: number): Promise<string | undefined> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = lines.findIndex(match);
+      if (i >= 0) return lines.splice(0, i + 1).pop();
+      const left = deadline - Date.now();
+      if (left <= 0 || proc.exitCode !== null) return undefined;
+      await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(left)]);
+    }
+  };
+  const portLine = await nextLine((l) => /127\.0\.0\.1:\d+/.test(l), 10_000);
+  if (portLine === undefined) {
+    proc.kill("SIGKILL");
+    throw new Error(`server did not print its port: ${lines.join("\n")}`);
   }
-  proc.kill("SIGKILL");
-  throw new Error(`server did not print its port: ${out}`);
+  return {
+    pid: proc.pid,
+    port: Number(portLine.match(/127\.0\.0\.1:(\d+)/)![1]),
+    heap: async () => {
+      proc.kill("SIGUSR2");
+      const line = await nextLine((l) => l.startsWith('{"heap"'), 5000);
+      if (line === undefined) throw new Error("server did not report its heap (SIGUSR2)");
+      return (JSON.parse(line) as { heap: HeapReport }).heap;
+    },
+    kill: async (signal = "SIGKILL") => {
+      proc.kill(signal);
+      await proc.exited;
+    },
+  };
+}
+
+/** For server processes under test: print JS heap statistics as one JSON line on SIGUSR2. */
+export function reportHeapOnSignal(): void {
+  process.on("SIGUSR2", () => {
+    Bun.gc(true);
+    const { heapSize, heapCapacity, objectCount } = heapStats();
+    console.log(JSON.stringify({ heap: { heapSize, heapCapacity, objectCount } }));
+  });
 }
 
 /** utime + stime of a process, in microseconds. */
@@ -66,6 +104,9 @@ export function clientFrame(text: string): Uint8Array {
   const header = n < 126 ? [0x81, 0x80 | n] : [0x81, 0x80 | 126, n >> 8, n & 0xff];
   return Buffer.concat([Buffer.from(header), Buffer.alloc(4), payload]);
 }
+
+/** An empty masked pong (zero mask). */
+const PONG = new Uint8Array([0x8a, 0x80, 0, 0, 0, 0]);
 
 const HANDSHAKE = (port: number, path: string) =>
   `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -123,6 +164,14 @@ export class LoadConn {
     await this.ready;
   }
 
+  /** Answer server pings (idle connections must, or the read deadline closes them). */
+  answerPings = false;
+  pings = 0;
+  /** Set to receive every data frame's payload (costs a copy per frame: use on a few sampling connections). */
+  capture: ((payload: Uint8Array) => void) | undefined;
+  private payload: Uint8Array | undefined;
+  private filled = 0;
+
   private count(bytes: Uint8Array): number {
     let i = 0;
     let n = 0;
@@ -130,8 +179,16 @@ export class LoadConn {
     while (i < len) {
       if (this.skip > 0) {
         const take = Math.min(this.skip, len - i);
+        if (this.payload !== undefined) {
+          this.payload.set(bytes.subarray(i, i + take), this.filled);
+          this.filled += take;
+        }
         this.skip -= take;
         i += take;
+        if (this.skip === 0 && this.payload !== undefined) {
+          this.capture!(this.payload);
+          this.payload = undefined;
+        }
         continue;
       }
       this.partial.push(bytes[i++]!);
@@ -140,10 +197,23 @@ export class LoadConn {
       const l = h[1]! & 0x7f;
       const need = l === 126 ? 4 : l === 127 ? 10 : 2;
       if (h.length < need) continue;
-      const payload = l === 126 ? (h[2]! << 8) | h[3]! : l === 127 ? Number(Buffer.from(h.slice(2, 10)).readBigUInt64BE()) : l;
+      const size = l === 126 ? (h[2]! << 8) | h[3]! : l === 127 ? Number(Buffer.from(h.slice(2, 10)).readBigUInt64BE()) : l;
       this.partial = [];
-      this.skip = payload;
-      if ((h[0]! & 0x0f) < 8) n++; // data frames only, not pings
+      this.skip = size;
+      const opcode = h[0]! & 0x0f;
+      const data = opcode < 8;
+      if (data) n++; // data frames only, not pings
+      else if (opcode === 9) {
+        this.pings++;
+        if (this.answerPings) this.socket.write(PONG); // server pings carry no payload
+      }
+      if (data && this.capture !== undefined) {
+        if (size === 0) this.capture(new Uint8Array(0));
+        else {
+          this.payload = new Uint8Array(size);
+          this.filled = 0;
+        }
+      }
     }
     return n;
   }

@@ -1,5 +1,7 @@
-export {}; // a module: its top-level names stay its own
 // The floor for /echo: Bun.serve doing nothing but send the message back. Same Bun options as switchboard.
+import { reportHeapOnSignal } from "../lib.ts";
+
+reportHeapOnSignal();
 const server = Bun.serve({
   port: 0,
   hostname: "127.0.0.1",
@@ -7,8 +9,9 @@ const server = Bun.serve({
     return srv.upgrade(req, { data: undefined }) ? undefined : new Response("upgrade", { status: 426 });
   },
   websocket: {
-    idleTimeout: 0,
-    sendPings: false,
+    // Idle-connection runs set IDLE_PINGS=1 so Bun pings (its minimum idleTimeout, 8 s: a ping about every 4 s).
+    idleTimeout: process.env.IDLE_PINGS === "1" ? 8 : 0,
+    sendPings: process.env.IDLE_PINGS === "1",
     perMessageDeflate: process.env.PERMESSAGE_DEFLATE !== "false",
     maxPayloadLength: 1024 * 1024,
     backpressureLimit: 1024 * 1024,

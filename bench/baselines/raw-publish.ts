@@ -1,6 +1,8 @@
-export {}; // a module: its top-level names stay its own
 // The floor for /connect fan-out: Bun.serve doing JSON.parse + one native publish per message, nothing else
 // (no validation, no topic rule, no limits). Subscribe/publish frames use switchboard's JSON shape.
+import { reportHeapOnSignal } from "../lib.ts";
+
+reportHeapOnSignal();
 const server = Bun.serve({
   port: 0,
   hostname: "127.0.0.1",
@@ -8,8 +10,9 @@ const server = Bun.serve({
     return srv.upgrade(req, { data: undefined }) ? undefined : new Response("upgrade", { status: 426 });
   },
   websocket: {
-    idleTimeout: 0,
-    sendPings: false,
+    // Idle-connection runs set IDLE_PINGS=1 so Bun pings (its minimum idleTimeout, 8 s: a ping about every 4 s).
+    idleTimeout: process.env.IDLE_PINGS === "1" ? 8 : 0,
+    sendPings: process.env.IDLE_PINGS === "1",
     perMessageDeflate: process.env.PERMESSAGE_DEFLATE !== "false",
     publishToSelf: true,
     // Same native limits as switchboard's defaults, so both servers do the same work per delivery.
