@@ -9,6 +9,8 @@ const PAD = { left: 70, right: 20, top: 40, bottom: 60 };
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 const num = (x: number) => (x >= 100 ? Math.round(x).toLocaleString("en-US") : x.toFixed(x >= 10 ? 1 : 2));
+/** Axis ticks stay short so they never run into the axis title: 1.6M, 540k, 17.4k, 12.5. */
+const tick = (x: number) => (x >= 1e6 ? `${(x / 1e6).toFixed(1)}M` : x >= 1e4 ? `${(x / 1e3).toFixed(x >= 1e5 ? 0 : 1)}k` : num(x));
 
 function frame(title: string, body: string, legend: string[]): string {
   const items = legend
@@ -29,7 +31,7 @@ function axis(maxY: number, unit: string): { y: (v: number) => string; grid: str
   let grid = "";
   for (let i = 0; i <= 4; i++) {
     const v = (maxY * i) / 4;
-    grid += `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${y(v)}" y2="${y(v)}" stroke="#e2e8f0"/><text x="${PAD.left - 6}" y="${Number(y(v)) + 4}" text-anchor="end">${num(v)}</text>`;
+    grid += `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${y(v)}" y2="${y(v)}" stroke="#e2e8f0"/><text x="${PAD.left - 6}" y="${Number(y(v)) + 4}" text-anchor="end">${tick(v)}</text>`;
   }
   grid += `<text x="14" y="${PAD.top + plotH / 2}" transform="rotate(-90 14 ${PAD.top + plotH / 2})" text-anchor="middle">${esc(unit)}</text>`;
   return { y, grid };
@@ -70,7 +72,7 @@ export function lineChart(title: string, unit: string, xLabel: string, series: {
   });
   for (let i = 0; i <= 4; i++) {
     const v = (maxX * i) / 4;
-    body += `<text x="${x(v)}" y="${H - PAD.bottom + 16}" text-anchor="middle">${num(v)}</text>`;
+    body += `<text x="${x(v)}" y="${H - PAD.bottom + 16}" text-anchor="middle">${tick(v)}</text>`;
   }
   body += `<text x="${PAD.left + plotW / 2}" y="${H - PAD.bottom + 32}" text-anchor="middle">${esc(xLabel)}</text>`;
   return frame(title, body, series.map((s) => s.name));
