@@ -1,5 +1,6 @@
 // The HTTP surface: health, readiness, HTTP publish, and the two WebSocket routes. Elysia performs the upgrade
 // and carries the frame types (for Eden); the frames themselves are handled by the Gateway's native handlers.
+import type { Server } from "bun";
 import { Elysia, status } from "elysia";
 import type { Config } from "./config.ts";
 import { CONNECT_ROUTE, ECHO_ROUTE, TOO_DEEP, type Gateway } from "./gateway.ts";
@@ -58,14 +59,25 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     })
     .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: (context) => admit(context, CONNECT_ROUTE) })
     .ws(ECHO_ROUTE, { upgrade: (context) => admit(context, ECHO_ROUTE) })
-    // Elysia routes a GET without `Upgrade: websocket` here rather than to the .ws() route.
-    .get(CONNECT_ROUTE, upgradeRequired)
-    .get(ECHO_ROUTE, upgradeRequired);
-}
+    // Elysia sends a GET here unless its Upgrade header is exactly "websocket"; RFC 6455 makes the value
+    // case-insensitive, so an `Upgrade: WebSocket` client is upgraded here through the same admission.
+    .get(CONNECT_ROUTE, (context) => upgradeOrRefuse(context, CONNECT_ROUTE))
+    .get(ECHO_ROUTE, (context) => upgradeOrRefuse(context, ECHO_ROUTE));
 
-function upgradeRequired({ set }: { set: { headers: Record<string, unknown> } }) {
-  set.headers.upgrade = "websocket";
-  return status(426, { error: "this route speaks WebSocket: send a GET with Upgrade: websocket" });
+  async function upgradeOrRefuse(
+    context: { request: Request; server: Server<unknown> | null; set: { headers: Record<string, unknown> } },
+    route: string,
+  ) {
+    if (context.request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      context.set.headers.upgrade = "websocket";
+      return status(426, { error: "this route speaks WebSocket: send a GET with Upgrade: websocket" });
+    }
+    // The same checks as the .ws() routes; the gateway's `open` reads what they leave on `data`.
+    const data = { request: context.request, server: context.server };
+    await admit(data, route);
+    if (context.server?.upgrade(context.request, { data })) return;
+    return status(400, { error: "Expected a websocket connection" });
+  }
 }
 
 /** One line from zod's issues, e.g. `topic: must be 1-200 characters ...; data: required (null is a value)`. */

@@ -33,8 +33,12 @@ const everything = { sub: "u1", topics: { subscribe: ["*"], publish: ["*"] } };
 describe("token matrix", () => {
   const server = serve({ AUTH_SECRET: SECRET });
 
-  test("no token: 401 with a reason, no socket", async () => {
+  test("no token: 401 with a reason, no socket (whatever the case of the Upgrade header)", async () => {
     expect(await upgrade(server)).toEqual({ status: 401, body: { error: "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>" } });
+    expect(await upgrade(server, "", { upgrade: "WebSocket" })).toEqual({
+      status: 401,
+      body: { error: "missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>" },
+    });
     expect(server.gateway.connections.size).toBe(0);
   });
 

@@ -1,6 +1,6 @@
 // /connect: every client frame and its reply, every error code, ordering, fan-out, exact data round trips.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, connectionsOf, serve, stopAll, type TestServer } from "./helpers.ts";
+import { Client, connectionsOf, serve, stopAll, until, type TestServer } from "./helpers.ts";
 
 let server: TestServer;
 beforeAll(() => {
@@ -259,6 +259,19 @@ describe("connections", () => {
     expect(Object.keys(body)).toEqual(["status", "connections", "uptimeMs"]);
     expect(body.status).toBe("ok");
     expect(typeof body.uptimeMs).toBe("number");
+  });
+
+  test("the Upgrade header is case-insensitive (RFC 6455): `Upgrade: WebSocket` is upgraded on both routes", async () => {
+    const { RawPeer, Opcode } = await import("./helpers.ts");
+    const peer = await RawPeer.connect(server.port, "/connect", { Upgrade: "WebSocket" });
+    await until(() => peer.frames.length >= 1, 3000, "welcome");
+    expect(JSON.parse(peer.frames[0]!.payload.toString()).type).toBe("welcome");
+    peer.destroy();
+    const echo = await RawPeer.connect(server.port, "/echo", { Upgrade: "WEBSOCKET" });
+    echo.send(Opcode.text, "mixed case");
+    await until(() => echo.frames.length >= 1, 3000, "echo");
+    expect(echo.frames[0]!.payload.toString()).toBe("mixed case");
+    echo.destroy();
   });
 
   test("a plain GET on a WebSocket route is 426 with a message; a broken upgrade is 400", async () => {
