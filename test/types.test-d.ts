@@ -67,3 +67,12 @@ export function eden() {
   // @ts-expect-error Eden rejects a wrong frame too
   socket.send({ type: "pong" });
 }
+
+// POST /publish is typed for Eden too: backends get the same body shape.
+export async function httpPublish() {
+  const api = treaty<App>("localhost:3000");
+  const { data } = await api.publish.post({ topic: "news", data: { any: ["json"] } }, { headers: { authorization: "Bearer key" } });
+  if (data && "status" in data) assert<Equal<typeof data.status, "published">>(true);
+  // @ts-expect-error data is required
+  await api.publish.post({ topic: "news" });
+}
