@@ -158,7 +158,8 @@ export class Gateway {
   }
 
   private handlers(): WebSocketHandler<Conn> {
-    const { heartbeat, connections } = this;
+    // Constants of the hot path, read from the closure rather than through `this` on every frame.
+    const { heartbeat, connections, metrics, compressFrom, rate } = this;
     return {
       // Bun options; `idleTimeout: 0` because Bun's idle timer is reset by our own sends and so cannot detect
       // a dead peer that we keep publishing to. The heartbeat module owns deadlines instead.
@@ -198,16 +199,18 @@ export class Gateway {
 
       message: (ws, raw) => {
         const conn = ws.data;
-        const metrics = this.metrics;
         conn.seen = heartbeat.tick;
+        if (conn.echo) {
+          // /echo: parity with the gws / tungstenite echo servers, nothing but the send (and one count: an
+          // echo is a frame in and a frame out, added up at scrape time).
+          ws.send(raw, raw.length >= compressFrom);
+          metrics.echoes++;
+          metrics.echoPayload += raw.length;
+          return;
+        }
         metrics.framesIn++;
         metrics.bytesIn += raw.length;
-        if (conn.echo) {
-          // /echo: parity with the gws / tungstenite echo servers, nothing but the send.
-          ws.send(raw, raw.length >= this.compressFrom);
-          metrics.framesOut++;
-          metrics.bytesOut += raw.length;
-        } else if (this.rate === 0 || this.admit(ws, conn)) this.onFrame(ws, conn, raw);
+        if (rate === 0 || this.admit(ws, conn)) this.onFrame(ws, conn, raw);
       },
 
       ping: (ws) => {

@@ -21,6 +21,9 @@ export class Metrics {
   /** Frames sent to one socket (echoes, replies, errors, welcome); fan-out deliveries are counted separately. */
   framesOut = 0;
   bytesOut = 0;
+  /** /echo messages: each is one frame in and one out of the same length, counted once on the hot path. */
+  echoes = 0;
+  echoPayload = 0;
   publishes = 0;
   /** Local deliveries: subscribers of the topic in this process at publish time (Bun's subscriberCount). */
   deliveries = 0;
@@ -48,10 +51,10 @@ export class Metrics {
     metric("switchboard_connections", "gauge", "Open WebSocket connections.", Object.entries(gauges.connections).map(([route, n]) => [`{route="${route}"}`, n]));
     metric("switchboard_upgrades_accepted_total", "counter", "WebSocket upgrades accepted.", labeled("route", this.upgradesAccepted, ["connect", "echo"]));
     metric("switchboard_upgrades_rejected_total", "counter", "WebSocket upgrades refused, by reason.", labeled("reason", this.upgradesRejected));
-    metric("switchboard_frames_received_total", "counter", "Frames received from clients.", [["", this.framesIn]]);
-    metric("switchboard_frames_received_payload_total", "counter", "Payload length received (bytes for binary, UTF-16 units for text).", [["", this.bytesIn]]);
-    metric("switchboard_frames_sent_total", "counter", "Frames sent to one socket (replies, echoes); deliveries are separate.", [["", this.framesOut]]);
-    metric("switchboard_frames_sent_payload_total", "counter", "Payload length of frames sent to one socket.", [["", this.bytesOut]]);
+    metric("switchboard_frames_received_total", "counter", "Frames received from clients.", [["", this.framesIn + this.echoes]]);
+    metric("switchboard_frames_received_payload_total", "counter", "Payload length received (bytes for binary, UTF-16 units for text).", [["", this.bytesIn + this.echoPayload]]);
+    metric("switchboard_frames_sent_total", "counter", "Frames sent to one socket (replies, echoes); deliveries are separate.", [["", this.framesOut + this.echoes]]);
+    metric("switchboard_frames_sent_payload_total", "counter", "Payload length of frames sent to one socket.", [["", this.bytesOut + this.echoPayload]]);
     metric("switchboard_publishes_total", "counter", "Publishes accepted (socket and HTTP).", [["", this.publishes]]);
     metric("switchboard_deliveries_total", "counter", "Messages handed to local subscribers (subscriber count per publish, from this node or others).", [["", this.deliveries + (gauges.redis?.delivered ?? 0)]]);
     metric("switchboard_errors_total", "counter", "Error frames sent, by code.", labeled("code", this.errors));
