@@ -1,7 +1,7 @@
 // The raw echo floor with all of switchboard's modules loaded (Elysia, zod, jose...) but the same one-line
 // handler: separates "a bigger process and heap" from "more work per message" (bench/echo-variants.ts).
-import "../src/server.ts";
-import { reportHeapOnSignal } from "./lib.ts";
+import "../../src/server.ts";
+import { reportHeapOnSignal } from "../lib.ts";
 reportHeapOnSignal();
 const server = Bun.serve({ port: 0, hostname: "127.0.0.1",
   fetch(req, srv) { return srv.upgrade(req, { data: undefined }) ? undefined : new Response("x", { status: 426 }); },
