@@ -63,16 +63,13 @@ export class Heartbeat<C extends Beating> {
   track(conn: C): void {
     conn.seen = this.tick;
     conn.pinged = -1;
-    this.file(conn, this.tick + this.intervalTicks);
+    fileInto(this.buckets, conn, this.tick + this.intervalTicks);
   }
 
   /** Calls `expire(conn)` at wall-clock `atMs` (Unix ms), within one tick after it; never before. */
   expireAt(conn: C, atMs: number): void {
     const inMs = atMs - Date.now();
-    const at = this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1);
-    const bucket = this.expiries.get(at);
-    if (bucket === undefined) this.expiries.set(at, [conn]);
-    else bucket.push(conn);
+    fileInto(this.expiries, conn, this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1));
   }
 
   stop(): void {
@@ -82,50 +79,31 @@ export class Heartbeat<C extends Beating> {
     this.expiries.clear();
   }
 
-  /** Number of connections filed in the wheel, closed ones not yet swept included (for tests and metrics). */
-  get filed(): number {
-    let n = 0;
-    for (const bucket of this.buckets.values()) n += bucket.length;
-    return n;
-  }
-
-  private file(conn: C, at: number): void {
-    const bucket = this.buckets.get(at);
-    if (bucket === undefined) this.buckets.set(at, [conn]);
-    else bucket.push(conn);
-  }
-
   private advance(): void {
     const target = Math.floor((performance.now() - this.start) / this.tickMs);
     while (this.tick < target) {
       this.tick++;
-      const expiring = this.expiries.get(this.tick);
-      if (expiring !== undefined) {
-        this.expiries.delete(this.tick);
-        for (const conn of expiring) {
-          if (conn.closed) continue;
-          try {
-            this.options.expire(conn);
-          } catch (error) {
-            this.options.failed(conn, error);
-          }
-        }
-      }
-      const due = this.buckets.get(this.tick);
-      if (due === undefined) continue;
-      this.buckets.delete(this.tick);
-      for (const conn of due) {
-        try {
-          this.check(conn);
-        } catch (error) {
-          this.options.failed(conn, error);
-        }
+      this.runDue(this.expiries, (conn) => this.options.expire(conn));
+      this.runDue(this.buckets, this.check);
+    }
+  }
+
+  /** Takes this tick's bucket out of `map` and runs `action` on its open connections, one failure at a time. */
+  private runDue(map: Map<number, C[]>, action: (conn: C) => void): void {
+    const due = map.get(this.tick);
+    if (due === undefined) return;
+    map.delete(this.tick);
+    for (const conn of due) {
+      if (conn.closed) continue;
+      try {
+        action(conn);
+      } catch (error) {
+        this.options.failed(conn, error);
       }
     }
   }
 
-  private check(conn: C): void {
-    if (conn.closed) return;
+  private readonly check = (conn: C): void => {
     const now = this.tick;
     const deadline = conn.seen + this.deadlineTicks;
     if (now >= deadline) {
@@ -137,6 +115,13 @@ export class Heartbeat<C extends Beating> {
       this.options.ping(conn);
       if (conn.closed) return; // a failed ping may have closed it
     }
-    this.file(conn, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
-  }
+    fileInto(this.buckets, conn, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
+  };
+}
+
+/** Files `conn` in the bucket of tick `at` (buckets are created on demand, removed when they come due). */
+function fileInto<C>(map: Map<number, C[]>, conn: C, at: number): void {
+  const bucket = map.get(at);
+  if (bucket === undefined) map.set(at, [conn]);
+  else bucket.push(conn);
 }
