@@ -126,10 +126,15 @@ export class Authenticator {
   }
 }
 
+/** The credential of an `Authorization: Bearer <credential>` header, if that is its form. */
+export function bearerOf(authorization: string | undefined): string | undefined {
+  return /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
+}
+
 /** The token from `?token=` or `Authorization: Bearer`. */
 export function tokenFrom(url: string, authorization: string | undefined): string | undefined {
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
-  if (bearer) return bearer[1];
+  const bearer = bearerOf(authorization);
+  if (bearer !== undefined) return bearer;
   const query = url.indexOf("?");
   if (query < 0) return undefined;
   return new URLSearchParams(url.slice(query + 1)).get("token") ?? undefined;

@@ -2,6 +2,7 @@
 // `memory` (the default) is Bun's native topic fan-out within this process; `redis` (src/redis-broker.ts)
 // also hands frames to the other nodes that have subscribers for the topic.
 import type { Server } from "bun";
+import type { Config } from "./config.ts";
 
 export interface BrokerStatus {
   kind: "memory" | "redis";
@@ -30,7 +31,11 @@ export interface Broker {
 }
 
 /** Frames at least this long are compressed when permessage-deflate is on; shorter ones cost more than they save. */
-export const COMPRESS_FROM_BYTES = 256;
+const COMPRESS_FROM_BYTES = 256;
+
+/** The frame length from which sends are compressed: never when PERMESSAGE_DEFLATE is off. */
+export const compressFromFor = (config: Pick<Config, "PERMESSAGE_DEFLATE">): number =>
+  config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;
 
 /** Single process: one native `server.publish` per frame; uWS fans it out without a JS loop. */
 export class MemoryBroker implements Broker {

@@ -7,7 +7,7 @@
 // ../shared/docs/bun-elysia-pitfalls.md). On open, Elysia's request context (which it stores in `ws.data`
 // for the life of the socket) is replaced by a `Conn` of a few fields, which keeps idle connections small.
 import type { ServerWebSocket, WebSocketHandler } from "bun";
-import { COMPRESS_FROM_BYTES, type Broker, type BrokerStatus } from "./broker.ts";
+import { compressFromFor, type Broker, type BrokerStatus } from "./broker.ts";
 import type { Config } from "./config.ts";
 import { Heartbeat, type Beating } from "./heartbeat.ts";
 import type { Identity } from "./auth.ts";
@@ -25,7 +25,7 @@ import {
   type Json,
 } from "./protocol.ts";
 
-/** The routes that upgrade to WebSocket; Elysia's context carries the matched route into `open`. */
+/** The routes that upgrade to WebSocket; the admission hook records which one in `data` for `open`. */
 export const ECHO_ROUTE = "/echo";
 export const CONNECT_ROUTE = "/connect";
 
@@ -85,7 +85,7 @@ export class Gateway {
     private readonly broker: Broker,
     private readonly log: Logger,
   ) {
-    this.compressFrom = config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;
+    this.compressFrom = compressFromFor(config);
     this.welcomeTimeoutMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.heartbeat = new Heartbeat<Conn>({
       intervalMs: config.PING_INTERVAL_MS,

@@ -1,5 +1,6 @@
 // Bearer-key check for POST /publish: 403 when the route is disabled, 401 for a missing or wrong key.
 import { status } from "elysia";
+import { bearerOf } from "./auth.ts";
 
 /** Returns a check to run on the Authorization header; compares SHA-256 digests in constant time. */
 export function publishKeyCheck(apiKey: string | undefined) {
@@ -8,9 +9,9 @@ export function publishKeyCheck(apiKey: string | undefined) {
     if (expected === undefined) {
       throw status(403, { error: "HTTP publish is disabled: set PUBLISH_API_KEY on the server to enable it" });
     }
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
-    if (match === null) throw status(401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" });
-    if (!crypto.timingSafeEqual(digest(match[1]!), expected)) throw status(401, { error: "invalid publish key" });
+    const key = bearerOf(authorization);
+    if (key === undefined) throw status(401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" });
+    if (!crypto.timingSafeEqual(digest(key), expected)) throw status(401, { error: "invalid publish key" });
   };
 }
 

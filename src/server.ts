@@ -1,7 +1,7 @@
 // Assembles a running server: gateway (sockets + heartbeat), Elysia app, broker, and a drain-then-stop.
 import type { Server } from "bun";
 import { createApp, type App } from "./app.ts";
-import { COMPRESS_FROM_BYTES, MemoryBroker, type Broker } from "./broker.ts";
+import { compressFromFor, MemoryBroker, type Broker } from "./broker.ts";
 import type { Config } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import { Logger } from "./log.ts";
@@ -25,7 +25,7 @@ export interface ServerDeps {
 
 export function startServer(config: Config, deps: ServerDeps = {}): RunningServer {
   const log = deps.log ?? new Logger(config.LOG_LEVEL);
-  const compressFrom = config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;
+  const compressFrom = compressFromFor(config);
   const broker =
     deps.broker ??
     (config.REDIS_URL === undefined
