@@ -56,7 +56,6 @@ export class SwitchboardError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly topic?: string,
   ) {
     super(`${code}: ${message}`);
   }
