@@ -1,10 +1,14 @@
 // Who gets a WebSocket: the checks run in the upgrade hook of both routes, before any socket exists, so a
 // refused client gets an HTTP status with a JSON reason. Order: draining (503), Origin (403), server cap
 // (503), per-IP cap (429), then the token (401, /connect only: /echo is the benchmark route).
+// The caps reserve a slot in the connection registry before the token check, which is asynchronous: the
+// slot counts at once, so simultaneous upgrades cannot all pass a cap that only open connections would fill.
 import { status } from "elysia";
 import { AuthError, Authenticator, tokenFrom } from "./auth.ts";
 import type { Config } from "./config.ts";
-import { ECHO_ROUTE, type Admitted, type Gateway } from "./gateway.ts";
+import type { Admitted, Gateway } from "./gateway.ts";
+import type { Slot } from "./connections.ts";
+import { Route } from "./protocol.ts";
 import type { Logger } from "./log.ts";
 
 interface UpgradeContext {
@@ -30,20 +34,19 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     if (origins !== undefined && (origin === null || !origins.has(origin))) {
       refuse("origin", 403, `origin ${origin ?? "(none)"} is not allowed`);
     }
-    if (config.MAX_CONNECTIONS > 0 && gateway.connections.size >= config.MAX_CONNECTIONS) {
-      refuse("max_connections", 503, "server is at its connection limit: retry later or elsewhere");
-    }
     const ip = context.server?.requestIP(context.request)?.address;
-    if (config.MAX_CONNECTIONS_PER_IP > 0 && ip !== undefined) {
-      admitted.clientIp = ip;
-      if ((gateway.perIp.get(ip) ?? 0) >= config.MAX_CONNECTIONS_PER_IP) {
-        refuse("max_connections_per_ip", 429, `at most ${config.MAX_CONNECTIONS_PER_IP} connections per client address`);
-      }
+    admitted.clientIp = ip;
+    const slot = gateway.registry.reserve(ip);
+    if (slot === "max_connections") refuse("max_connections", 503, "server is at its connection limit: retry later or elsewhere");
+    if (slot === "max_connections_per_ip") {
+      refuse("max_connections_per_ip", 429, `at most ${config.MAX_CONNECTIONS_PER_IP} connections per client address`);
     }
-    if (authenticator === undefined || route === ECHO_ROUTE) return;
+    admitted.slot = slot as Slot;
+    if (authenticator === undefined || route === Route.echo) return;
     try {
       admitted.identity = await authenticator.verify(tokenFrom(context.request.url, context.request.headers.get("authorization") ?? undefined));
     } catch (error) {
+      gateway.registry.release(slot as Slot);
       if (!(error instanceof AuthError)) throw error;
       log.warn("auth_failed", { reason: error.reason, ip });
       refuse("unauthorized", 401, error.reason);

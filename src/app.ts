@@ -3,12 +3,15 @@
 import type { Server } from "bun";
 import { Elysia, status } from "elysia";
 import type { Config } from "./config.ts";
-import { CONNECT_ROUTE, ECHO_ROUTE, TOO_DEEP, type Gateway } from "./gateway.ts";
+import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { valueNestsTooDeep } from "./json-depth.ts";
-import { ClientFrame, HttpPublishBody, ServerFrame } from "./protocol.ts";
+import { ClientFrame, HttpPublishBody, Route, ServerFrame } from "./protocol.ts";
 import { createAdmission } from "./admission.ts";
 import type { Logger } from "./log.ts";
 import { publishKeyCheck } from "./publish-auth.ts";
+
+const CONNECT_ROUTE = Route.connect;
+const ECHO_ROUTE = Route.echo;
 
 export function createApp(config: Config, gateway: Gateway, log: Logger) {
   const startedAt = performance.now();
@@ -34,7 +37,8 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
       "/publish",
       ({ body }) => {
         if (valueNestsTooDeep(body.data)) return status(400, { error: TOO_DEEP });
-        gateway.publish(body.topic, body.data);
+        const refused = gateway.topics.publish(body.topic, body.data);
+        if (refused !== undefined) return status(400, { error: refused.message });
         return { status: "published" as const, topic: body.topic };
       },
       {
@@ -76,6 +80,8 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     const data = { request: context.request, server: context.server };
     await admit(data, route);
     if (context.server?.upgrade(context.request, { data })) return;
+    const slot = (data as Admitted).slot;
+    if (slot !== undefined) gateway.registry.release(slot);
     return status(400, { error: "Expected a websocket connection" });
   }
 }

@@ -39,6 +39,18 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^(redis|rediss|valkey|valkeys):\/\/[^\s]+$/, "must be a redis:// (or rediss://, valkey://) URL")
     .optional(),
+  /**
+   * A Redis that leaves a PING (sent every quarter of this) or a connection attempt unanswered this long is
+   * treated as down: a hung Redis (SIGSTOP, swapping) would otherwise look connected while commands queue.
+   * 2 s is far above a healthy round trip (<1 ms on a LAN) yet short enough that /readyz turns 503 promptly.
+   */
+  REDIS_TIMEOUT_MS: integer(2000, 50, 60_000),
+  /**
+   * Cross-node bytes handed to Redis and not yet acknowledged; past it, cross-node copies are dropped (and
+   * counted) instead of queued. 32 MiB covers ~1 s of a busy node's publishes at a healthy Redis, and bounds
+   * what a slow Redis can make this process hold.
+   */
+  REDIS_MAX_PENDING_BYTES: integer(32 * MiB, 64 * 1024, 4096 * MiB),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
   WORKERS: z
     .string()

@@ -1,72 +1,43 @@
-// The WebSocket side of the server: one small state object per connection, the native Bun handlers for both
-// routes, the /connect protocol, heartbeat wiring, recovery and drain.
+// The socket lifecycle: Bun's native WebSocket handlers for both routes (open, message, close, error), the
+// heartbeat wiring, the rate limit, frame parsing and routing to the topic pipeline, recovery and drain.
+// Topic work lives in src/topics.ts; per-connection bookkeeping in src/connections.ts.
 //
 // Elysia owns the HTTP surface and performs the upgrade (so Eden gets its types from the `.ws()` routes), but
 // frames are handled here on Bun's raw ServerWebSocket: Elysia's per-message wrapper costs ~4x a raw echo,
-// auto-parses "123" into 123, swallows handler errors and validates responses backwards (see
-// ../shared/docs/bun-elysia-pitfalls.md). On open, Elysia's request context (which it stores in `ws.data`
-// for the life of the socket) is replaced by a `Conn` of a few fields, which keeps idle connections small.
+// auto-parses "123" into 123, swallows handler errors and validates responses backwards (docs/bun-notes.md).
+// On open, Elysia's request context (which it stores in `ws.data` for the life of the socket) is replaced by
+// a `Conn` of a few fields, which keeps idle connections small.
 import type { ServerWebSocket, WebSocketHandler } from "bun";
-import { compressFromFor, type Broker, type BrokerStatus } from "./broker.ts";
-import type { Config } from "./config.ts";
-import { Heartbeat, type Beating } from "./heartbeat.ts";
 import type { Identity } from "./auth.ts";
+import type { BrokerStatus, Broker } from "./broker/broker.ts";
+import { compressFromFor } from "./broker/broker.ts";
+import type { Clock } from "./clock.ts";
+import type { Config } from "./config.ts";
+import { Conn, ConnectionRegistry, type Slot } from "./connections.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { Hub } from "./hub.ts";
 import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
-import { Metrics } from "./metrics.ts";
-import {
-  ClientFrame,
-  CloseCode,
-  CloseReason,
-  encode,
-  FrameId,
-  isValidTopic,
-  type ErrorCode,
-  type Json,
-} from "./protocol.ts";
+import { closeLabel, Metrics } from "./metrics.ts";
+import { ClientFrame, Close, encode, ErrorText, FrameId, Route, type ErrorCode } from "./protocol.ts";
+import { TopicPipeline } from "./topics.ts";
 
-/** The routes that upgrade to WebSocket; the admission hook records which one in `data` for `open`. */
-export const ECHO_ROUTE = "/echo";
-export const CONNECT_ROUTE = "/connect";
-
-export class Conn implements Beating {
-  seen = 0;
-  pinged = -1;
-  closed = false;
-  /**
-   * Topics held, created on the first subscribe (idle connections pay nothing). Bun keeps its own set, but it
-   * is already empty when the close handler runs, and the broker must hear which topics lost a subscriber.
-   */
-  topics: Set<string> | undefined = undefined;
-  /** Verified token (auth mode only): topic permissions for subscribe and publish. */
-  identity: Identity | undefined = undefined;
-  /** Client address, kept only when MAX_CONNECTIONS_PER_IP counts it. */
-  ip: string | undefined = undefined;
-  // Token bucket (RATE_LIMIT_MSGS_PER_S > 0): tokens left, when it was last refilled, and recent refusals.
-  tokens = 0;
-  refilledAt = 0;
-  strikes = 0;
-  constructor(
-    readonly ws: ServerWebSocket<Conn>,
-    readonly seq: number,
-    readonly echo: boolean,
-  ) {}
-}
-
+export { Conn };
 type Socket = ServerWebSocket<Conn>;
 
 /** What the upgrade hook (src/admission.ts) leaves in Elysia's context for `open` to pick up. */
 export interface Admitted {
   route?: string;
   identity?: Identity;
+  slot?: Slot;
   clientIp?: string;
 }
 
 export class Gateway {
-  readonly connections = new Set<Conn>();
+  readonly registry: ConnectionRegistry;
   readonly metrics = new Metrics();
-  /** Open connections per client IP (only with MAX_CONNECTIONS_PER_IP). */
-  readonly perIp = new Map<string, number>();
+  readonly hub: Hub;
+  readonly topics: TopicPipeline;
   readonly heartbeat: Heartbeat<Conn>;
   /** Set on shutdown: upgrades are refused and every socket is closed with 1001. */
   draining = false;
@@ -76,54 +47,64 @@ export class Gateway {
   private seq = 0;
   /** Makes connection ids unique across processes and restarts without coordination. */
   private readonly idPrefix = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
-  private readonly compressFrom: number;
   private readonly welcomeTimeoutMs: number;
-  private readonly rate: number;
+  private readonly stopSweep: () => void;
 
   constructor(
     private readonly config: Config,
     private readonly broker: Broker,
     private readonly log: Logger,
+    clock: Clock,
   ) {
-    this.compressFrom = compressFromFor(config);
     this.welcomeTimeoutMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
+    this.registry = new ConnectionRegistry(config, clock);
+    this.hub = new Hub(compressFromFor(config));
+    this.topics = new TopicPipeline(this.hub, broker, this.metrics, config.MAX_TOPICS_PER_CONNECTION, {
+      send: (conn, frame) => this.send(conn.ws, frame),
+      reject: (conn, code, message, id) => this.reject(conn.ws, code, message, id),
+    });
     this.heartbeat = new Heartbeat<Conn>({
       intervalMs: config.PING_INTERVAL_MS,
       waitMs: config.PING_WAIT_MS,
+      clock,
       ping: (conn) => void conn.ws.ping(),
       timeout: (conn) => {
         this.metrics.heartbeatTimeouts++;
         this.log.debug("heartbeat_timeout", { connectionId: this.connectionId(conn) });
-        conn.ws.close(CloseCode.heartbeatTimeout, CloseReason.heartbeatTimeout);
+        conn.ws.close(Close.heartbeatTimeout.code, Close.heartbeatTimeout.reason);
       },
       expire: (conn) => {
         this.metrics.tokenExpiries++;
-        conn.ws.close(CloseCode.tokenExpired, CloseReason.tokenExpired);
+        conn.ws.close(Close.tokenExpired.code, Close.tokenExpired.reason);
       },
       failed: (conn, error) => this.fail(conn, error, "heartbeat"),
     });
-    this.rate = config.RATE_LIMIT_MSGS_PER_S / 1000; // tokens per ms
+    // Idle identities' rate buckets are forgotten once they would be full again (bounded memory).
+    this.stopSweep = this.registry.rate.enabled ? clock.every(1000, () => this.registry.rate.sweep()) : () => {};
     this.websocket = this.handlers();
   }
 
-  /** Publishes `data` to `topic` as one serialized frame (sockets and POST /publish both come here). */
-  /** `data` came from JSON.parse within the nesting limit (src/json-depth.ts), so serializing it cannot fail. */
-  publish(topic: string, data: Json): void {
-    this.metrics.publishes++;
-    this.metrics.deliveries += this.broker.localSubscribers(topic);
-    this.broker.publish(topic, encode.message(topic, data));
+  /** Open WebSocket connections (both routes). */
+  get connections(): Set<Conn> {
+    return this.registry.open;
+  }
+
+  /** Connections per client address, open or being admitted (only with MAX_CONNECTIONS_PER_IP). */
+  get perIp(): Map<string, number> {
+    return this.registry.perIp;
   }
 
   /** Renders /metrics with the gauges read now. */
   renderMetrics(): string {
     let echo = 0;
-    for (const conn of this.connections) if (conn.echo) echo++;
+    for (const conn of this.registry.open) if (conn.echo) echo++;
     const broker = this.broker.status();
     return this.metrics.render({
-      connections: { connect: this.connections.size - echo, echo },
+      connections: { connect: this.registry.open.size - echo, echo },
       brokerReady: broker.ready,
       brokerKind: broker.kind,
       redis: this.broker.counters,
+      redisGauges: this.broker.gauges?.(),
     });
   }
 
@@ -140,11 +121,12 @@ export class Gateway {
   /** Closes every socket with 1001; close handlers run synchronously, so the set empties as we go. */
   drain(): void {
     this.draining = true;
-    for (const conn of [...this.connections]) conn.ws.close(CloseCode.shuttingDown, CloseReason.shuttingDown);
+    for (const conn of [...this.registry.open]) conn.ws.close(Close.shuttingDown.code, Close.shuttingDown.reason);
   }
 
   stop(): void {
     this.heartbeat.stop();
+    this.stopSweep();
   }
 
   /** Recovery: a failure in a handler closes that one connection with 1011; everything else goes on. */
@@ -154,12 +136,15 @@ export class Gateway {
       connectionId: conn ? this.connectionId(conn) : undefined,
       ...errorFields(error),
     });
-    if (conn !== undefined && !conn.closed) conn.ws.close(CloseCode.internalError, CloseReason.internalError);
+    if (conn !== undefined && !conn.closed) conn.ws.close(Close.internalError.code, Close.internalError.reason);
   }
 
   private handlers(): WebSocketHandler<Conn> {
     // Constants of the hot path, read from the closure rather than through `this` on every frame.
-    const { heartbeat, connections, metrics, compressFrom, rate } = this;
+    const { heartbeat, metrics, registry } = this;
+    const compressFrom = compressFromFor(this.config);
+    const rate = registry.rate;
+    const limited = rate.enabled;
     return {
       // Bun options; `idleTimeout: 0` because Bun's idle timer is reset by our own sends and so cannot detect
       // a dead peer that we keep publishing to. The heartbeat module owns deadlines instead.
@@ -175,23 +160,21 @@ export class Gateway {
 
       open: (ws) => {
         const admitted = ws.data as unknown as Admitted;
-        const conn = new Conn(ws, ++this.seq, admitted.route === ECHO_ROUTE);
+        const conn = new Conn(ws, ++this.seq, admitted.route === Route.echo);
         ws.data = conn; // drops Elysia's request context
-        connections.add(conn);
+        if (!registry.add(conn, admitted.slot)) {
+          // The reservation expired before the socket opened and its place may be taken: do not overshoot.
+          conn.closed = true;
+          ws.close(Close.tryAgainLater.code, Close.tryAgainLater.reason);
+          return;
+        }
         heartbeat.track(conn);
         this.metrics.upgradesAccepted.inc(conn.echo ? "echo" : "connect");
-        if (admitted.clientIp !== undefined && this.config.MAX_CONNECTIONS_PER_IP > 0) {
-          conn.ip = admitted.clientIp;
-          this.perIp.set(conn.ip, (this.perIp.get(conn.ip) ?? 0) + 1);
-        }
         if (admitted.identity !== undefined) {
           conn.identity = admitted.identity;
           if (conn.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, conn.identity.expiresAtMs);
         }
-        if (this.rate > 0) {
-          conn.tokens = this.config.RATE_LIMIT_BURST;
-          conn.refilledAt = performance.now();
-        }
+        if (limited && !conn.echo) conn.bucket = rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
         if (!conn.echo) {
           this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.welcomeTimeoutMs));
         }
@@ -210,7 +193,8 @@ export class Gateway {
         }
         metrics.framesIn++;
         metrics.bytesIn += raw.length;
-        if (rate === 0 || this.admit(ws, conn)) this.onFrame(ws, conn, raw);
+        if (limited && !this.admit(ws, conn, raw)) return;
+        this.onFrame(ws, conn, raw);
       },
 
       ping: (ws) => {
@@ -222,18 +206,17 @@ export class Gateway {
 
       close: (ws, code, reason) => {
         const conn = ws.data;
-        if (!(conn instanceof Conn) || conn.closed) return;
+        if (!(conn instanceof Conn)) return;
+        // Counted once, also for a socket refused in `open` (already marked closed there).
+        this.metrics.closes.inc(closeLabel(code));
+        if (conn.closed) return;
         conn.closed = true;
-        connections.delete(conn);
-        this.metrics.closes.inc(code);
-        if (conn.ip !== undefined) {
-          const left = (this.perIp.get(conn.ip) ?? 1) - 1;
-          if (left > 0) this.perIp.set(conn.ip, left);
-          else this.perIp.delete(conn.ip);
-        }
-        if (conn.topics !== undefined) for (const topic of conn.topics) void this.broker.interestChanged(topic);
+        registry.remove(conn);
+        heartbeat.untrack(conn);
+        this.topics.leave(conn);
+        // The client's own code and reason are its business: debug only, and the reason cut short.
         if (code !== 1000 && code !== 1001 && code !== 1005 && code !== 1006) {
-          this.log.info("close", { connectionId: this.connectionId(conn), code, reason });
+          this.log.debug("close", { connectionId: this.connectionId(conn), code, reason: reason.slice(0, 64) });
         }
       },
 
@@ -257,42 +240,29 @@ export class Gateway {
     this.send(ws, encode.error(code, message, id));
   }
 
-  /**
-   * Token bucket on inbound /connect frames. A refused frame gets `rate_limited`; refusals decay at half the
-   * allowed rate, so a client that keeps sending 1.5x the rate or more piles up strikes and is closed (1008)
-   * once they pass the burst size, while a short burst only costs it a few errors.
-   */
-  private admit(ws: Socket, conn: Conn): boolean {
-    const now = performance.now();
-    const elapsed = now - conn.refilledAt;
-    conn.refilledAt = now;
-    conn.tokens = Math.min(this.config.RATE_LIMIT_BURST, conn.tokens + elapsed * this.rate);
-    conn.strikes = Math.max(0, conn.strikes - (elapsed * this.rate) / 2);
-    if (conn.tokens >= 1) {
-      conn.tokens -= 1;
-      return true;
-    }
+  /** The identity's token bucket: a refused frame gets `rate_limited`; sustained abuse is closed (1008). */
+  private admit(ws: Socket, conn: Conn, raw: string | Buffer): boolean {
+    const verdict = this.registry.rate.take(conn.bucket!);
+    if (verdict === "ok") return true;
     this.metrics.rateLimited++;
-    if (++conn.strikes > this.config.RATE_LIMIT_BURST) {
+    if (verdict === "close") {
       this.log.info("rate_limit_close", { connectionId: this.connectionId(conn) });
-      ws.close(CloseCode.policyViolation, CloseReason.rateLimit);
+      ws.close(Close.rateLimit.code, Close.rateLimit.reason);
     } else {
-      this.reject(ws, "rate_limited", `over ${this.config.RATE_LIMIT_MSGS_PER_S} messages per second: slow down`);
+      this.reject(ws, "rate_limited", `over ${this.registry.rate.perSecond} messages per second: slow down`, cheapIdOf(raw));
     }
     return false;
   }
 
-  /** /connect: one JSON text frame -> at most one reply, plus a native fan-out for publish. */
+  /** /connect: one JSON text frame -> the topic pipeline, at most one reply per frame. */
   private onFrame(ws: Socket, conn: Conn, raw: string | Buffer): void {
-    if (typeof raw !== "string") {
-      return this.reject(ws, "unsupported_binary", "binary frames are not supported on /connect: send JSON text");
-    }
+    if (typeof raw !== "string") return this.reject(ws, "unsupported_binary", ErrorText.binary, cheapIdOf(raw));
     if (textNestsTooDeep(raw)) return this.reject(ws, "invalid_message", TOO_DEEP);
     let value: unknown;
     try {
       value = JSON.parse(raw);
     } catch {
-      return this.reject(ws, "invalid_json", "frame is not valid JSON");
+      return this.reject(ws, "invalid_json", ErrorText.notJson);
     }
     const parsed = ClientFrame.safeParse(value);
     if (!parsed.success) {
@@ -302,61 +272,39 @@ export class Gateway {
       return this.reject(ws, "invalid_message", message, validIdOf(value));
     }
     const frame = parsed.data;
-    const identity = conn.identity;
-
     switch (frame.type) {
       case "publish": {
-        if (!isValidTopic(frame.topic)) return this.reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        if (identity !== undefined && !identity.permissions.canPublish(frame.topic)) {
-          return this.reject(ws, "forbidden", `not allowed to publish to ${frame.topic}`, frame.id);
-        }
-        this.publish(frame.topic, frame.data);
+        const refused = this.topics.publish(frame.topic, frame.data, conn.identity);
+        if (refused !== undefined) return this.reject(ws, refused.code, refused.message, frame.id);
         if (frame.id !== undefined) this.send(ws, encode.ack(frame.id));
         return;
       }
-      case "subscribe": {
-        if (!isValidTopic(frame.topic)) return this.reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        if (identity !== undefined && !identity.permissions.canSubscribe(frame.topic)) {
-          return this.reject(ws, "forbidden", `not allowed to subscribe to ${frame.topic}`, frame.id);
-        }
-        const topics = (conn.topics ??= new Set());
-        if (topics.has(frame.topic)) return this.send(ws, encode.subscribed(frame.topic, frame.id));
-        if (topics.size >= this.config.MAX_TOPICS_PER_CONNECTION) {
-          const limit = this.config.MAX_TOPICS_PER_CONNECTION;
-          return this.reject(ws, "too_many_topics", `at most ${limit} topics per connection`, frame.id);
-        }
-        topics.add(frame.topic);
-        ws.subscribe(frame.topic);
-        const upstream = this.broker.interestChanged(frame.topic);
-        const reply = encode.subscribed(frame.topic, frame.id);
-        // With a networked broker, confirm only once messages from other nodes will arrive too.
-        if (upstream === undefined) this.send(ws, reply);
-        else void upstream.then(() => conn.closed || this.send(ws, reply));
-        return;
-      }
-      case "unsubscribe": {
-        if (!isValidTopic(frame.topic)) return this.reject(ws, "invalid_topic", TOPIC_RULE, frame.id);
-        if (conn.topics?.delete(frame.topic) !== true) {
-          return this.reject(ws, "not_subscribed", `not subscribed to ${frame.topic}`, frame.id);
-        }
-        ws.unsubscribe(frame.topic);
-        void this.broker.interestChanged(frame.topic);
-        this.send(ws, encode.unsubscribed(frame.topic, frame.id));
-        return;
-      }
+      case "subscribe":
+        return this.topics.subscribe(conn, frame.topic, frame.id);
+      case "unsubscribe":
+        return this.topics.unsubscribe(conn, frame.topic, frame.id);
       case "ping":
-        this.send(ws, encode.pong(frame.id));
-        return;
+        return this.send(ws, encode.pong(frame.id));
     }
   }
 }
 
 export const TOO_DEEP = `JSON nests deeper than ${MAX_JSON_DEPTH} levels`;
-const TOPIC_RULE = "topic must be 1-200 characters of letters, digits and . _ - : /";
 
 /** The frame's id if it is a valid one, so that a client can match the error to its request. */
 function validIdOf(value: unknown): FrameId | undefined {
   if (typeof value !== "object" || value === null || !("id" in value)) return undefined;
   const id = FrameId.safeParse(value.id);
   return id.success ? id.data : undefined;
+}
+
+/** Frames refused before parsing (rate limit, binary) still answer with their id when it is cheap to read. */
+const CHEAP_ID_MAX_BYTES = 1024;
+function cheapIdOf(raw: string | Buffer): FrameId | undefined {
+  if (raw.length > CHEAP_ID_MAX_BYTES) return undefined;
+  try {
+    return validIdOf(JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8")));
+  } catch {
+    return undefined;
+  }
 }

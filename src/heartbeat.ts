@@ -11,20 +11,32 @@
 //   interval since the last frame or ping, it is pinged; past the deadline it is closed (4000).
 //   So each connection costs O(1) work per ping interval, whatever its message rate, and a tick costs
 //   only the connections due in it: the wheel never scans all connections.
-// - Closed connections are not searched for and removed; they are skipped when their bucket comes due.
+// - `untrack` removes a closed connection from its bucket at once (swap with the bucket's last entry, O(1)):
+//   a closed connection must not stay reachable until its deadline or its token's `exp`, which may be far.
 //
 // Precision: `seen` is floored to a tick, so thresholds get one extra tick: a ping goes out after
 // [interval, interval + 2 ticks) of silence, and a close after [deadline, deadline + 2 ticks) - never early,
-// and always within "deadline plus one interval". If the event loop stalls, the clock catches up from
-// performance.now() tick by tick, so late ticks are processed late but in order, never skipped.
+// and always within "deadline plus one interval". If the event loop stalls, the clock catches up from the
+// Clock tick by tick, so late ticks are processed late but in order, never skipped.
+import { systemClock, type Clock } from "./clock.ts";
 
-/** What the heartbeat needs from a connection. */
+/** Where a wheel holds a connection: its bucket and its index there (so removal is O(1)). */
+export interface WheelSlot {
+  bucket: Beating[] | undefined;
+  index: number;
+}
+
+/** What the heartbeat needs from a connection. The slots are the heartbeat's own bookkeeping. */
 export interface Beating {
   /** Tick of the last frame received from the peer (message, ping or pong). */
   seen: number;
   /** Tick of the last ping we sent; -1 for none. */
   pinged: number;
   closed: boolean;
+  /** Deadline wheel position. */
+  beat: WheelSlot;
+  /** Expiry wheel position, only for connections with an expiry (most have none: no allocation). */
+  expiry: WheelSlot | undefined;
 }
 
 export interface HeartbeatOptions<C extends Beating> {
@@ -36,6 +48,7 @@ export interface HeartbeatOptions<C extends Beating> {
   expire(conn: C): void;
   /** A ping or timeout callback threw: the wheel goes on with the other connections. */
   failed(conn: C, error: unknown): void;
+  clock?: Clock;
 }
 
 export class Heartbeat<C extends Beating> {
@@ -47,53 +60,75 @@ export class Heartbeat<C extends Beating> {
   private readonly buckets = new Map<number, C[]>();
   /** One-shot expiries (token `exp`) on the same clock: no timer per connection for them either. */
   private readonly expiries = new Map<number, C[]>();
-  private readonly start = performance.now();
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private readonly clock: Clock;
+  private readonly start: number;
+  private cancel: (() => void) | undefined;
 
   constructor(private readonly options: HeartbeatOptions<C>) {
     const { intervalMs, waitMs } = options;
+    this.clock = options.clock ?? systemClock;
+    this.start = this.clock.now();
     this.tickMs = Math.min(1000, Math.max(5, Math.floor(Math.min(intervalMs, waitMs) / 4)));
     this.intervalTicks = Math.ceil(intervalMs / this.tickMs) + 1;
     this.deadlineTicks = Math.ceil((intervalMs + waitMs) / this.tickMs) + 1;
-    this.timer = setInterval(() => this.advance(), this.tickMs);
-    this.timer.unref?.();
+    this.cancel = this.clock.every(this.tickMs, () => this.advance());
   }
 
   /** Starts watching a new connection: its deadline runs from now. */
   track(conn: C): void {
     conn.seen = this.tick;
     conn.pinged = -1;
-    fileInto(this.buckets, conn, this.tick + this.intervalTicks);
+    fileInto(this.buckets, conn, conn.beat, this.tick + this.intervalTicks);
   }
 
   /** Calls `expire(conn)` at wall-clock `atMs` (Unix ms), within one tick after it; never before. */
   expireAt(conn: C, atMs: number): void {
-    const inMs = atMs - Date.now();
-    fileInto(this.expiries, conn, this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1));
+    const inMs = atMs - this.clock.wall();
+    conn.expiry ??= { bucket: undefined, index: -1 };
+    unfile(conn.expiry);
+    fileInto(this.expiries, conn, conn.expiry, this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1));
+  }
+
+  /** Forgets a connection at once (on close): nothing of the wheel refers to it afterwards. */
+  untrack(conn: C): void {
+    unfile(conn.beat);
+    if (conn.expiry !== undefined) unfile(conn.expiry);
+  }
+
+  /** Connections the wheels hold (deadlines, expiries): for tests and leak checks. */
+  held(): { deadlines: number; expiries: number } {
+    let deadlines = 0;
+    let expiries = 0;
+    for (const bucket of this.buckets.values()) deadlines += bucket.length;
+    for (const bucket of this.expiries.values()) expiries += bucket.length;
+    return { deadlines, expiries };
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.cancel?.();
+    this.cancel = undefined;
     this.buckets.clear();
     this.expiries.clear();
   }
 
   private advance(): void {
-    const target = Math.floor((performance.now() - this.start) / this.tickMs);
+    const target = Math.floor((this.clock.now() - this.start) / this.tickMs);
     while (this.tick < target) {
       this.tick++;
-      this.runDue(this.expiries, (conn) => this.options.expire(conn));
-      this.runDue(this.buckets, this.check);
+      this.runDue(this.expiries, (conn) => conn.expiry!, (conn) => this.options.expire(conn));
+      this.runDue(this.buckets, (conn) => conn.beat, this.check);
     }
   }
 
-  /** Takes this tick's bucket out of `map` and runs `action` on its open connections, one failure at a time. */
-  private runDue(map: Map<number, C[]>, action: (conn: C) => void): void {
+  /** Takes this tick's bucket out of `map` and runs `action` on each connection, one failure at a time. */
+  private runDue(map: Map<number, C[]>, slotOf: (conn: C) => WheelSlot, action: (conn: C) => void): void {
     const due = map.get(this.tick);
     if (due === undefined) return;
     map.delete(this.tick);
     for (const conn of due) {
+      const slot = slotOf(conn);
+      slot.bucket = undefined;
+      slot.index = -1;
       if (conn.closed) continue;
       try {
         action(conn);
@@ -115,13 +150,29 @@ export class Heartbeat<C extends Beating> {
       this.options.ping(conn);
       if (conn.closed) return; // a failed ping may have closed it
     }
-    fileInto(this.buckets, conn, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
+    fileInto(this.buckets, conn, conn.beat, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
   };
 }
 
 /** Files `conn` in the bucket of tick `at` (buckets are created on demand, removed when they come due). */
-function fileInto<C>(map: Map<number, C[]>, conn: C, at: number): void {
-  const bucket = map.get(at);
-  if (bucket === undefined) map.set(at, [conn]);
-  else bucket.push(conn);
+function fileInto<C extends Beating>(map: Map<number, C[]>, conn: C, slot: WheelSlot, at: number): void {
+  let bucket = map.get(at);
+  if (bucket === undefined) map.set(at, (bucket = []));
+  slot.bucket = bucket;
+  slot.index = bucket.push(conn) - 1;
+}
+
+/** Removes the entry at `slot` by moving the bucket's last entry into its place. */
+function unfile(slot: WheelSlot): void {
+  const bucket = slot.bucket;
+  if (bucket === undefined) return;
+  const last = bucket.pop()!;
+  if (slot.index < bucket.length) {
+    bucket[slot.index] = last;
+    // The moved connection's slot in this same wheel: the bucket identifies which of its two slots it is.
+    const moved = last.beat.bucket === bucket ? last.beat : last.expiry!;
+    moved.index = slot.index;
+  }
+  slot.bucket = undefined;
+  slot.index = -1;
 }

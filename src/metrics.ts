@@ -13,6 +13,14 @@ class Labeled {
   }
 }
 
+/** Close codes that are labels of their own; anything else a client picks is counted as "other". */
+const KNOWN_CLOSE_CODES = new Set([1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1013, 4000, 4001, 4003]);
+
+/** A fixed label set for close codes: clients choose their own codes, and must not create series at will. */
+export function closeLabel(code: number): string {
+  return KNOWN_CLOSE_CODES.has(code) ? String(code) : "other";
+}
+
 export class Metrics {
   // Per frame: plain fields, incremented inline.
   framesIn = 0;
@@ -37,7 +45,13 @@ export class Metrics {
   readonly closes = new Labeled();
 
   /** Renders every metric; `gauges` are read at scrape time from their owners (connections, broker state). */
-  render(gauges: { connections: Record<string, number>; brokerReady: boolean; brokerKind: string; redis?: Record<string, number> }): string {
+  render(gauges: {
+    connections: Record<string, number>;
+    brokerReady: boolean;
+    brokerKind: string;
+    redis?: Record<string, number>;
+    redisGauges?: Record<string, number>;
+  }): string {
     const out: string[] = [];
     const metric = (name: string, type: "counter" | "gauge", help: string, samples: [string, number][]) => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -56,7 +70,7 @@ export class Metrics {
     metric("switchboard_frames_sent_total", "counter", "Frames sent to one socket (replies, echoes); deliveries are separate.", [["", this.framesOut + this.echoes]]);
     metric("switchboard_frames_sent_payload_total", "counter", "Payload length of frames sent to one socket.", [["", this.bytesOut + this.echoPayload]]);
     metric("switchboard_publishes_total", "counter", "Publishes accepted (socket and HTTP).", [["", this.publishes]]);
-    metric("switchboard_deliveries_total", "counter", "Messages handed to local subscribers (subscriber count per publish, from this node or others).", [["", this.deliveries + (gauges.redis?.delivered ?? 0)]]);
+    metric("switchboard_deliveries_total", "counter", "Messages handed to local subscribers (subscriber count per publish, from this node or others).", [["", this.deliveries]]);
     metric("switchboard_errors_total", "counter", "Error frames sent, by code.", labeled("code", this.errors));
     metric("switchboard_closes_total", "counter", "Closed connections, by close code (1006: dropped without a close frame, which includes backpressure drops).", labeled("code", this.closes));
     metric("switchboard_heartbeat_timeouts_total", "counter", "Connections closed with 4000 for missing the read deadline.", [["", this.heartbeatTimeouts]]);
@@ -65,6 +79,9 @@ export class Metrics {
     metric("switchboard_broker_ready", "gauge", "1 when the broker reaches the other nodes (always 1 for memory).", [[`{broker="${gauges.brokerKind}"}`, gauges.brokerReady ? 1 : 0]]);
     if (gauges.redis) {
       for (const [k, v] of Object.entries(gauges.redis)) metric(`switchboard_redis_${k}_total`, "counter", `Redis broker: ${k}.`, [["", v]]);
+    }
+    if (gauges.redisGauges) {
+      for (const [k, v] of Object.entries(gauges.redisGauges)) metric(`switchboard_redis_${k}`, "gauge", `Redis broker: ${k.replaceAll("_", " ")}.`, [["", v]]);
     }
     return `${out.join("\n")}\n`;
   }

@@ -1,15 +1,21 @@
-// Assembles a running server: gateway (sockets + heartbeat), Elysia app, broker, and a drain-then-stop.
+// Assembles a running server: broker, gateway (hub, topic pipeline, connections, heartbeat), Elysia app, and a
+// drain-then-stop.
 import type { Server } from "bun";
 import { createApp, type App } from "./app.ts";
-import { compressFromFor, MemoryBroker, type Broker } from "./broker.ts";
+import type { Broker } from "./broker/broker.ts";
+import { MemoryBroker } from "./broker/memory.ts";
+import { RedisBroker } from "./broker/redis.ts";
+import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import { Logger } from "./log.ts";
-import { RedisBroker } from "./redis-broker.ts";
+import type { TopicPipeline } from "./topics.ts";
 
 export interface RunningServer {
   app: App;
   gateway: Gateway;
+  /** The topic pipeline: publish/subscribe as sockets and the HTTP API do. */
+  topics: TopicPipeline;
   server: Server<unknown>;
   broker: Broker;
   /** http://host:port of the listening socket (port resolved when PORT=0). */
@@ -21,28 +27,43 @@ export interface RunningServer {
 export interface ServerDeps {
   broker?: Broker;
   log?: Logger;
+  /** Time for heartbeats, token expiry, rate limits and Redis health (tests pass a ManualClock). */
+  clock?: Clock;
+}
+
+export function createBroker(config: Config, log: Logger, clock: Clock): Broker {
+  if (config.REDIS_URL === undefined) return new MemoryBroker();
+  return new RedisBroker({
+    url: config.REDIS_URL,
+    log,
+    clock,
+    timeoutMs: config.REDIS_TIMEOUT_MS,
+    maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
+  });
 }
 
 export function startServer(config: Config, deps: ServerDeps = {}): RunningServer {
   const log = deps.log ?? new Logger(config.LOG_LEVEL);
-  const compressFrom = compressFromFor(config);
-  const broker =
-    deps.broker ??
-    (config.REDIS_URL === undefined
-      ? new MemoryBroker(compressFrom)
-      : new RedisBroker({ url: config.REDIS_URL, log, compressFrom }));
-  const gateway = new Gateway(config, broker, log);
+  const clock = deps.clock ?? systemClock;
+  const broker = deps.broker ?? createBroker(config, log, clock);
+  const gateway = new Gateway(config, broker, log, clock);
   const app = createApp(config, gateway, log);
-  app.listen({
-    port: config.PORT,
-    hostname: config.HOST,
-    // Elysia turns reusePort on by default: a forgotten dev server would silently take half the traffic.
-    // Only the supervisor's workers share a port on purpose.
-    reusePort: config.REUSE_PORT,
-    websocket: gateway.websocket as never,
-  });
-  const server = app.server!;
-  broker.attach(server as Server<unknown>);
+  try {
+    app.listen({
+      port: config.PORT,
+      hostname: config.HOST,
+      // Elysia turns reusePort on by default: a forgotten dev server would silently take half the traffic.
+      // Only the supervisor's workers share a port on purpose.
+      reusePort: config.REUSE_PORT,
+      websocket: gateway.websocket as never,
+    });
+  } catch (error) {
+    gateway.stop();
+    void broker.close();
+    throw error;
+  }
+  const server = app.server! as Server<unknown>;
+  gateway.hub.attach(server);
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   const url = `http://${host}:${server.port}`;
 
@@ -55,7 +76,8 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
       await Promise.race([server.stop(true), grace]);
       gateway.stop();
       await Promise.race([broker.close(), grace]);
+      gateway.hub.detach();
     })());
 
-  return { app, gateway, broker, server: server as Server<unknown>, url, shutdown };
+  return { app, gateway, topics: gateway.topics, broker, server, url, shutdown };
 }

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client, serve, spawnEntry, stopAll, until, within, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
-import type { RedisBroker } from "../src/redis-broker.ts";
+import type { RedisBroker } from "../src/broker/redis.ts";
 
 let redis: TestRedis;
 beforeAll(async () => {

@@ -16,6 +16,8 @@ describe("loadConfig", () => {
       SHUTDOWN_GRACE_MS: 5000,
       LOG_LEVEL: "info",
       WORKERS: 1,
+      REDIS_TIMEOUT_MS: 2000,
+      REDIS_MAX_PENDING_BYTES: 33554432,
       RATE_LIMIT_MSGS_PER_S: 0,
       RATE_LIMIT_BURST: 100,
       MAX_CONNECTIONS: 0,

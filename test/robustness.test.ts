@@ -1,6 +1,6 @@
 // Recovery (1011 for one socket, never the process), backpressure on slow consumers, and draining.
 import { afterAll, describe, expect, test } from "bun:test";
-import { MemoryBroker } from "../src/broker.ts";
+import { MemoryBroker } from "../src/broker/memory.ts";
 import { Logger } from "../src/log.ts";
 import { Client, connectionsOf, RawPeer, serve, stopAll, until, within } from "./helpers.ts";
 
@@ -8,9 +8,9 @@ afterAll(stopAll);
 
 /** A real memory broker that fails on one topic, standing in for any bug in a handler. */
 class FailingBroker extends MemoryBroker {
-  override publish(topic: string, frame: string): void {
+  override publish(topic: string, frame: string): Promise<void> {
     if (topic === "explode") throw new Error("broker exploded");
-    super.publish(topic, frame);
+    return super.publish(topic, frame);
   }
 }
 

@@ -1,0 +1,55 @@
+// The cross-node broker: how a published frame reaches the subscribers of every node, and how a node tells
+// the others which topics it needs. Composed beside the local hub (src/hub.ts), never inherited from it.
+import type { Config } from "../config.ts";
+
+export interface BrokerStatus {
+  kind: "memory" | "redis";
+  /** False while the broker cannot reach other nodes: local delivery goes on, cross-node does not. */
+  ready: boolean;
+  detail?: string;
+}
+
+/** Where a broker hands messages for this node's subscribers: the hub's native publish. */
+export type Deliver = (topic: string, frame: string) => void;
+
+/**
+ * Delivery contract (today: at-most-once across nodes, exactly-once and in order within a node).
+ *
+ * - `publish(topic, frame)` delivers `frame` to this node's active subscribers of `topic` before it returns
+ *   (so a socket's own publishes keep their order locally), then hands it to the other nodes. Across nodes a
+ *   message is delivered at most once: when the transport is down, stalled or over its queue bound, the
+ *   cross-node copy is dropped and counted, never queued without bound and never retried (a retry could
+ *   duplicate). Per topic, the messages of one publisher keep their order on every node. The promise
+ *   settles when the cross-node hand-off is done or dropped; it never rejects (it will carry the message's
+ *   position once history exists).
+ * - `subscribe(topic)` is called for every local subscription of `topic` and is idempotent. It returns
+ *   `undefined` when messages from other nodes already arrive for `topic`, else a promise that resolves once
+ *   they will (or after a bounded wait while the transport is down: the broker keeps the interest and
+ *   subscribes when it is back). The caller confirms the subscription to the client only then.
+ * - `unsubscribe(topic)` is called when the last local subscription of `topic` is gone. Any interleaving of
+ *   subscribe/unsubscribe calls, reconnects and failed commands converges to "upstream subscriptions ==
+ *   topics with local interest".
+ */
+export interface Broker {
+  /** Called once, before any publish: where messages for local subscribers go. */
+  start(deliver: Deliver): void;
+  publish(topic: string, frame: string): Promise<void>;
+  subscribe(topic: string): Promise<void> | undefined;
+  unsubscribe(topic: string): void;
+  status(): BrokerStatus;
+  /** Broker-specific counters for /metrics. */
+  readonly counters?: Record<string, number>;
+  /** Broker-specific gauges for /metrics. */
+  gauges?(): Record<string, number>;
+  close(): Promise<void>;
+}
+
+/** The settled promise every synchronous publish returns: no allocation per message. */
+export const PUBLISHED: Promise<void> = Promise.resolve();
+
+/** Frames at least this long are compressed when permessage-deflate is on; shorter ones cost more than they save. */
+const COMPRESS_FROM_BYTES = 256;
+
+/** The frame length from which sends are compressed: never when PERMESSAGE_DEFLATE is off. */
+export const compressFromFor = (config: Pick<Config, "PERMESSAGE_DEFLATE">): number =>
+  config.PERMESSAGE_DEFLATE ? COMPRESS_FROM_BYTES : Infinity;

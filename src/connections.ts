@@ -1,0 +1,135 @@
+// The connection registry: every piece of per-connection bookkeeping in one place. Open connections, the
+// slots reserved for upgrades still being admitted, per-address counts, rate-limit buckets and what each
+// connection holds. Caps are checked and counted here, against the same numbers:
+// an upgrade reserves its slot BEFORE the asynchronous token check, and the slot is released on refusal,
+// converted on open, or expires if the upgrade never completes. So MAX_CONNECTIONS and
+// MAX_CONNECTIONS_PER_IP hold under any number of simultaneous upgrades.
+import type { ServerWebSocket } from "bun";
+import type { Identity } from "./auth.ts";
+import type { Clock } from "./clock.ts";
+import type { Config } from "./config.ts";
+import type { Beating, WheelSlot } from "./heartbeat.ts";
+import type { FrameId } from "./protocol.ts";
+import { RateLimiter, type Bucket } from "./rate-limit.ts";
+
+/** A subscription waiting for the broker's confirmation: the ids of the subscribe frames to answer then. */
+export interface PendingSubscription {
+  replies: (FrameId | undefined)[];
+}
+
+export class Conn implements Beating {
+  seen = 0;
+  pinged = -1;
+  closed = false;
+  beat: WheelSlot = { bucket: undefined, index: -1 };
+  expiry: WheelSlot | undefined = undefined;
+  /**
+   * Topics held: `null` once active (natively subscribed, `subscribed` sent), or the pending subscription.
+   * Created on the first subscribe, so idle connections pay nothing. Bun keeps its own set, but it is already
+   * empty when the close handler runs, and the broker must hear which topics lost a subscriber.
+   */
+  topics: Map<string, PendingSubscription | null> | undefined = undefined;
+  /** Verified token (auth mode only): topic permissions for subscribe and publish. */
+  identity: Identity | undefined = undefined;
+  /** The reserved slot this connection occupies (counts toward the caps until close). */
+  slot: Slot | undefined = undefined;
+  /** Rate-limit bucket of this connection's identity (RATE_LIMIT_MSGS_PER_S > 0 only). */
+  bucket: Bucket | undefined = undefined;
+  constructor(
+    readonly ws: ServerWebSocket<Conn>,
+    readonly seq: number,
+    readonly echo: boolean,
+  ) {}
+}
+
+/** A place under the caps, taken at admission. */
+export interface Slot {
+  /** Counted per address only when MAX_CONNECTIONS_PER_IP is set. */
+  readonly ip: string | undefined;
+  /** Until it is opened: when an upgrade that never completed gives it back. -1 once open. */
+  expiresAt: number;
+  released: boolean;
+}
+
+export type Refusal = "max_connections" | "max_connections_per_ip";
+
+/** How long an admitted upgrade may take to open before its slot is given back (Bun opens within a tick). */
+const RESERVATION_MS = 10_000;
+
+export class ConnectionRegistry {
+  readonly open = new Set<Conn>();
+  /** Connections per client address, open or being admitted (only with MAX_CONNECTIONS_PER_IP). */
+  readonly perIp = new Map<string, number>();
+  readonly rate: RateLimiter;
+  /** Admitted upgrades not yet open, oldest first (a Map keeps insertion order, so expiry is from the front). */
+  private readonly reserved = new Set<Slot>();
+  private readonly maxTotal: number;
+  private readonly maxPerIp: number;
+
+  constructor(
+    config: Pick<Config, "MAX_CONNECTIONS" | "MAX_CONNECTIONS_PER_IP" | "RATE_LIMIT_MSGS_PER_S" | "RATE_LIMIT_BURST">,
+    private readonly clock: Clock,
+  ) {
+    this.maxTotal = config.MAX_CONNECTIONS;
+    this.maxPerIp = config.MAX_CONNECTIONS_PER_IP;
+    this.rate = new RateLimiter(config.RATE_LIMIT_MSGS_PER_S, config.RATE_LIMIT_BURST, clock);
+  }
+
+  /** Open connections plus admitted upgrades that have not opened yet. */
+  get counted(): number {
+    return this.open.size + this.reserved.size;
+  }
+
+  /** Takes a place under the caps, or says which cap refuses it. */
+  reserve(ip: string | undefined): Slot | Refusal {
+    this.expireReservations();
+    if (this.maxTotal > 0 && this.counted >= this.maxTotal) return "max_connections";
+    const counted = this.maxPerIp > 0 ? ip : undefined;
+    if (counted !== undefined && (this.perIp.get(counted) ?? 0) >= this.maxPerIp) return "max_connections_per_ip";
+    const slot: Slot = { ip: counted, expiresAt: this.clock.now() + RESERVATION_MS, released: false };
+    this.reserved.add(slot);
+    if (counted !== undefined) this.perIp.set(counted, (this.perIp.get(counted) ?? 0) + 1);
+    return slot;
+  }
+
+  /** Gives a slot back (refused after reserving, or closed). Idempotent. */
+  release(slot: Slot): void {
+    if (slot.released) return;
+    slot.released = true;
+    this.reserved.delete(slot);
+    if (slot.ip === undefined) return;
+    const left = (this.perIp.get(slot.ip) ?? 1) - 1;
+    if (left > 0) this.perIp.set(slot.ip, left);
+    else this.perIp.delete(slot.ip);
+  }
+
+  /**
+   * Registers an opened connection in its reserved slot. False when the slot is gone (the reservation expired
+   * and its place may have been given to someone else): the caller closes the socket.
+   */
+  add(conn: Conn, slot: Slot | undefined): boolean {
+    if (slot !== undefined) {
+      if (slot.released) return false;
+      this.reserved.delete(slot);
+      slot.expiresAt = -1;
+      conn.slot = slot;
+    }
+    this.open.add(conn);
+    return true;
+  }
+
+  /** Forgets a closed connection: its slot, its rate-limit hold. */
+  remove(conn: Conn): void {
+    this.open.delete(conn);
+    if (conn.slot !== undefined) this.release(conn.slot);
+    if (conn.bucket !== undefined) this.rate.release(conn.bucket);
+  }
+
+  private expireReservations(): void {
+    const now = this.clock.now();
+    for (const slot of this.reserved) {
+      if (slot.expiresAt > now) break; // oldest first: the rest are younger
+      this.release(slot);
+    }
+  }
+}

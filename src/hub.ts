@@ -1,0 +1,65 @@
+// The local hub: this process's subscribers. Delivery is Bun's native publish (uWS fans one serialized frame
+// out to every subscribed socket with no JS loop); interest is counted here, including subscriptions still
+// waiting for the broker's confirmation, which Bun's own count cannot see (a socket is natively subscribed
+// only once `subscribed` is sent, so no message can precede that reply).
+import type { Server, ServerWebSocket } from "bun";
+
+export class Hub {
+  private server: Server<unknown> | undefined;
+  /** Local subscriptions per topic, pending or active: the broker's interest follows this count. */
+  private readonly interest = new Map<string, number>();
+
+  constructor(private readonly compressFrom: number) {}
+
+  attach(server: Server<unknown>): void {
+    this.server = server;
+  }
+
+  detach(): void {
+    this.server = undefined;
+  }
+
+  /** Delivers one serialized frame to every active local subscriber of `topic`. */
+  readonly deliver = (topic: string, frame: string): void => {
+    this.server?.publish(topic, frame, frame.length >= this.compressFrom);
+  };
+
+  /** Active local subscribers (Bun's native count): the deliveries one publish makes here. */
+  subscribers(topic: string): number {
+    return this.server?.subscriberCount(topic) ?? 0;
+  }
+
+  /** One more local subscription of `topic`; true when it is the first (the broker must start listening). */
+  join(topic: string): boolean {
+    const count = this.interest.get(topic) ?? 0;
+    this.interest.set(topic, count + 1);
+    return count === 0;
+  }
+
+  /** One fewer; true when it was the last (the broker may stop listening). */
+  leave(topic: string): boolean {
+    const count = (this.interest.get(topic) ?? 1) - 1;
+    if (count > 0) this.interest.set(topic, count);
+    else this.interest.delete(topic);
+    return count <= 0;
+  }
+
+  /** Local subscriptions of `topic`, pending ones included. */
+  interestIn(topic: string): number {
+    return this.interest.get(topic) ?? 0;
+  }
+
+  /** Topics with at least one local subscription. */
+  topics(): IterableIterator<string> {
+    return this.interest.keys();
+  }
+
+  /** Starts native delivery of `topic` to `ws` (the subscription is confirmed). */
+  activate(ws: ServerWebSocket<unknown>, topic: string): void {
+    ws.subscribe(topic);
+  }
+
+  deactivate(ws: ServerWebSocket<unknown>, topic: string): void {
+    ws.unsubscribe(topic);
+  }
+}
