@@ -12,6 +12,8 @@ export interface TestRedis {
   start(): Promise<void>;
   /** A raw command on a fresh connection (PUBSUB NUMSUB ...). */
   command(cmd: string, args: string[]): Promise<unknown>;
+  /** Sends a signal to the server process (SIGSTOP freezes it, SIGCONT wakes it); owned servers only. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void;
 }
 
 export async function startRedis(): Promise<TestRedis> {
@@ -19,7 +21,10 @@ export async function startRedis(): Promise<TestRedis> {
   if (binary === null) {
     const url = process.env.REDIS_URL;
     if (!url) throw new Error("redis-server is not installed and REDIS_URL is not set");
-    return { url, owned: false, stop: async () => {}, start: async () => {}, command: (c, a) => run(url, c, a) };
+    const signal = () => {
+      throw new Error("cannot signal a shared Redis");
+    };
+    return { url, owned: false, stop: async () => {}, start: async () => {}, command: (c, a) => run(url, c, a), signal };
   }
   const port = freePort();
   const url = `redis://127.0.0.1:${port}`;
@@ -46,7 +51,8 @@ export async function startRedis(): Promise<TestRedis> {
     proc = undefined;
   };
   await start();
-  return { url, owned: true, stop, start, command: (c, a) => run(url, c, a) };
+  const signal = (name: "SIGSTOP" | "SIGCONT") => proc?.kill(name);
+  return { url, owned: true, stop, start, command: (c, a) => run(url, c, a), signal };
 }
 
 async function run(url: string, cmd: string, args: string[]): Promise<unknown> {
