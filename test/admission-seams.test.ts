@@ -3,8 +3,9 @@
 // behind (even with far token expiries and long ping intervals), and client-chosen close codes.
 import { afterAll, describe, expect, test } from "bun:test";
 import { SignJWT } from "jose";
+import { ManualClock } from "../src/clock.ts";
 import { Logger } from "../src/log.ts";
-import { serve, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { Client, serve, stopAll, until, within, type TestServer } from "./helpers.ts";
 
 afterAll(stopAll);
 
@@ -92,6 +93,23 @@ describe("a closed connection is unreachable at once", () => {
     // Rate-limit buckets of identities that left are forgotten once full again (swept on the clock).
     server.gateway.registry.rate.sweep();
     expect(server.gateway.registry.rate.size).toBe(0);
+  });
+});
+
+describe("token expiry runs on the injected clock", () => {
+  test("closed with 4001 at exp (within one tick), not a tick before; nothing held afterwards", async () => {
+    const clock = new ManualClock();
+    const server = serve({ AUTH_SECRET: SECRET }, { clock });
+    const exp = Math.floor(clock.wall() / 1000) + 60;
+    const client = await Client.open(`${server.ws()}?token=${await jwt({ sub: "u", ...everything, exp })}`);
+    const expired = () => server.gateway.metrics.tokenExpiries > 0;
+    const tick = server.gateway.heartbeat.tickMs;
+    while (!expired() && clock.wall() < exp * 1000 + 10_000) clock.advance(tick);
+    expect(expired()).toBe(true);
+    expect(clock.wall()).toBeGreaterThanOrEqual(exp * 1000);
+    expect(clock.wall()).toBeLessThanOrEqual(exp * 1000 + 2 * tick);
+    expect(await within(client.closed, 2000, "close")).toEqual({ code: 4001, reason: "token expired" });
+    expect(server.gateway.heartbeat.held()).toEqual({ deadlines: 0, expiries: 0 });
   });
 });
 
