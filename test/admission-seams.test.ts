@@ -99,7 +99,8 @@ describe("a closed connection is unreachable at once", () => {
 describe("token expiry runs on the injected clock", () => {
   test("closed with 4001 at exp (within one tick), not a tick before; nothing held afterwards", async () => {
     const clock = new ManualClock();
-    const server = serve({ AUTH_SECRET: SECRET }, { clock });
+    // Read deadlines far away: only the token's expiry may close this connection.
+    const server = serve({ AUTH_SECRET: SECRET, PING_INTERVAL_MS: 3_600_000, PING_WAIT_MS: 3_600_000 }, { clock });
     const exp = Math.floor(clock.wall() / 1000) + 60;
     const client = await Client.open(`${server.ws()}?token=${await jwt({ sub: "u", ...everything, exp })}`);
     const expired = () => server.gateway.metrics.tokenExpiries > 0;
