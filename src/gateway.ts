@@ -157,6 +157,9 @@ export class Gateway {
       backpressureLimit: this.config.BACKPRESSURE_LIMIT_BYTES,
       closeOnBackpressureLimit: true,
       publishToSelf: true,
+      // Elysia's own dispatcher would stay in place for handlers not given here; we need no drain callback,
+      // and leaving Elysia's costs a JS call every time a socket's send buffer drains.
+      drain: undefined,
 
       open: (ws) => {
         const admitted = ws.data as unknown as Admitted;

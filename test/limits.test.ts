@@ -19,14 +19,15 @@ describe("rate limit (per identity, on an injected clock)", () => {
     for (const _ of ids) replies.push(await c.json());
     return replies;
   };
-  const limited = (id: number, rate: number) => ({ type: "error", code: "rate_limited", message: `over ${rate} messages per second: slow down`, id });
+  const limited = (id: number, rate: number) =>
+    ({ type: "error", code: "rate_limited", message: `over ${rate} messages per second: slow down`, id }) as const;
 
   test("a burst beyond RATE_LIMIT_BURST gets rate_limited errors carrying the frame's id; the connection recovers", async () => {
     const clock = new ManualClock();
     const server = serve({ RATE_LIMIT_MSGS_PER_S: 20, RATE_LIMIT_BURST: 5 }, { clock });
     const c = await Client.connect(server);
     const replies = await pings(c, [0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(replies).toEqual([...[0, 1, 2, 3, 4].map((id) => ({ type: "pong", id })), limited(5, 20), limited(6, 20), limited(7, 20)]);
+    expect(replies).toEqual([...[0, 1, 2, 3, 4].map((id) => ({ type: "pong", id }) as const), limited(5, 20), limited(6, 20), limited(7, 20)]);
     clock.advance(300); // refills 6 tokens
     expect(await c.request({ type: "ping", id: "later" })).toEqual({ type: "pong", id: "later" });
     expect(server.gateway.metrics.rateLimited).toBe(3);
