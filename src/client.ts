@@ -1,13 +1,15 @@
 // Typed client for consumers: Eden's treaty<App> for the route and the frame types, plus what a production
-// client needs and Eden lacks: reconnect with backoff, resubscribe, a bounded publish queue, dead-server
-// detection, and exact data delivery.
+// client needs and Eden lacks: reconnect with backoff that follows the server's close and refusal policies,
+// fresh tokens, resubscribe, a bounded publish queue, timeouts counted from the call, dead-server detection,
+// and exact data delivery.
 //
 // Eden's EdenWS rewrites incoming data ("123" becomes 123, ISO strings become Date) and sends no headers, so
 // this client takes the socket Eden opens (`EdenWS.ws`, a standard WebSocket) and parses frames itself with
-// JSON.parse. It uses only standard WebSocket/timer APIs, so it runs in Bun and in browsers.
+// JSON.parse. It uses only standard WebSocket, fetch and timer APIs, so it runs in Bun and in browsers.
 import { treaty } from "@elysiajs/eden";
 import type { App } from "./app.ts";
 import type { ErrorCode, Json } from "./protocol.ts";
+import { reconnectAfterClose, reconnectAfterRefusal, Route, UpgradeRefusal, type ReconnectPolicy } from "./protocol-tables.ts";
 
 /** The /connect route as Eden sees it: frame types come from the server's zod schemas through `App`. */
 type ConnectRoute = App["~Routes"]["connect"]["subscribe"];
@@ -15,7 +17,7 @@ type ConnectRoute = App["~Routes"]["connect"]["subscribe"];
 export type ClientFrame = ConnectRoute["body"];
 /** Every frame the server sends. */
 export type ServerFrame = ConnectRoute["response"][200];
-export type { ErrorCode, Json };
+export type { ErrorCode, Json, ReconnectPolicy };
 
 type FrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;
 export type MessageFrame = FrameOf<"message">;
@@ -32,41 +34,78 @@ export interface ReconnectOptions {
 
 export interface ClientOptions {
   reconnect?: ReconnectOptions | false;
-  /** Publishes made while disconnected wait in order up to this many; beyond it they reject with QueueFullError. */
+  /** Publishes and pings made while disconnected wait in order up to this many; beyond it they reject with QueueFullError. */
   maxQueuedPublishes?: number;
-  /** How long publish() and ping() wait for the server's ack or pong once sent. */
+  /**
+   * How long publish() and ping() may take, counted from the call (time spent waiting for a connection
+   * included), and ready()'s default. `Infinity` waits forever. Default 10 s.
+   */
   requestTimeoutMs?: number;
-  /** Query parameters for the upgrade (e.g. a token). */
+  /** How long one connection attempt (token(), handshake, welcome) may take before it is abandoned. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Query parameters for the upgrade. */
   query?: Record<string, string>;
+  /**
+   * Called before every connection attempt; the result is sent as the `token` query parameter. With it the
+   * client reconnects after 4001 (token expired) and after a 401 refusal; without it those end the client.
+   * A token() that throws (or takes longer than connectTimeoutMs) is an `error` event and a failed attempt.
+   */
+  token?: () => string | Promise<string>;
 }
 
 export interface ClientEvents {
   /** A connection is ready: welcome received, subscriptions restored, queued publishes sent. */
   open: { connectionId: string; heartbeat: WelcomeFrame["heartbeat"]; reconnected: boolean };
-  /** A connection ended. `willReconnect` is false after close() or when attempts ran out. */
+  /**
+   * A connection or an attempt ended. `willReconnect` is false after close(), when attempts ran out, and when
+   * the server's policy for the close code or the refusal says not to retry.
+   */
   close: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delayMs: number };
-  /** A server error frame that no request was waiting for (e.g. a refused subscribe), or a socket error. */
+  /**
+   * A server error frame that no publish or ping was waiting for (e.g. a refused subscribe), a refused upgrade
+   * (HandshakeError), a token() failure, a socket error on a live link, or a handler that threw.
+   */
   error: { error: Error };
 }
 
-/** The server answered a request with an error frame. */
+/** The server answered a request with an error frame. `topic` is set for a refused subscribe. */
 export class SwitchboardError extends Error {
   override name = "SwitchboardError";
   constructor(
     readonly code: ErrorCode,
     message: string,
+    readonly topic?: string,
   ) {
     super(`${code}: ${message}`);
   }
 }
-/** publish() while disconnected with the queue already full. */
+/** The server refused the WebSocket upgrade with an HTTP status (401, 403, 429, 503, ...) and its reason. */
+export class HandshakeError extends Error {
+  override name = "HandshakeError";
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+  ) {
+    super(`upgrade refused with HTTP ${status}: ${reason}`);
+  }
+}
+/** publish() or ping() while disconnected with the queue already full. */
 export class QueueFullError extends Error {
   override name = "QueueFullError";
 }
-/** No ack or pong within requestTimeoutMs. */
+/**
+ * publish() or ping() got no reply within requestTimeoutMs of the call, or ready() saw no connection in time.
+ * `sent` is false when the frame never left the client (it will not be sent later: safe to retry).
+ */
 export class TimeoutError extends Error {
   override name = "TimeoutError";
+  constructor(
+    message: string,
+    readonly sent: boolean,
+  ) {
+    super(message);
+  }
 }
 /** The connection dropped after the frame was sent and before its reply, or the client closed / gave up. */
 export class ConnectionLostError extends Error {
@@ -75,20 +114,31 @@ export class ConnectionLostError extends Error {
 
 type Handler<T = Json> = (data: T, frame: MessageFrame) => void;
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
+type RequestFrame = Extract<ClientFrame, { type: "publish" | "ping" }> & { id: number };
 
-interface Pending {
-  resolve(value: number): void;
+/** A publish or ping from its call to its settlement. */
+interface Request {
+  frame: RequestFrame;
+  resolve(rttMs: number): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout> | undefined;
-  sentAt: number;
+  /** When it went out on a socket; undefined while it waits for a connection. */
+  sentAt: number | undefined;
 }
 
-interface Queued {
-  frame: Extract<ClientFrame, { type: "publish" }> & { id: number };
-  pending: Pending;
+/** A held topic. `subscribeId` is the id of the last subscribe sent for it, so a late refusal finds it. */
+interface Subscription {
+  handlers: Set<Handler<never>>;
+  subscribeId: number | undefined;
 }
 
 const DEFAULTS = { baseMs: 250, capMs: 10_000, maxAttempts: Infinity };
+/** setTimeout fires at once for delays above 2^31-1 ms; longer waits are clamped to it (~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Bun reports a refused upgrade's status only in the error event's message. */
+const REFUSED_STATUS = /Expected 101 status code: (\d{3})/;
+/** The refusal body is read up to this many bytes (the server's are tiny JSON objects). */
+const MAX_REASON_BYTES = 4096;
 
 /** Full-jitter exponential backoff (attempt counts from 1). Exported for tests and custom schedules. */
 export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
@@ -96,15 +146,55 @@ export function backoffDelay(attempt: number, baseMs: number, capMs: number, ran
   return Math.floor(random() * ceiling);
 }
 
+/**
+ * The server's base URL (`http[s]://host[:port][/prefix]`) and the query parameters from any of the URLs a
+ * user may hold: `ws://`, `wss://`, `http://` or `https://`, with or without `/connect` (the URL the server
+ * prints) and a trailing slash. Throws a TypeError for anything else.
+ */
+export function parseServerUrl(url: string): { base: string; query: Record<string, string> } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TypeError(`switchboard: not a URL: ${JSON.stringify(url)} (expected ws://host:port or http://host:port)`);
+  }
+  const scheme = { "ws:": "http:", "wss:": "https:", "http:": "http:", "https:": "https:" }[parsed.protocol];
+  if (scheme === undefined) {
+    throw new TypeError(`switchboard: unsupported scheme ${parsed.protocol} in ${JSON.stringify(url)} (use ws, wss, http or https)`);
+  }
+  let path = parsed.pathname.replace(/\/+$/, "");
+  if (path.endsWith(Route.connect)) path = path.slice(0, -Route.connect.length);
+  return { base: `${scheme}//${parsed.host}${path}`, query: Object.fromEntries(parsed.searchParams) };
+}
+
+/** A timer that never fires for Infinity, and waits at most ~24.8 days (the platform's limit) otherwise. */
+function timer(ms: number, fn: () => void): ReturnType<typeof setTimeout> | undefined {
+  return Number.isFinite(ms) ? setTimeout(fn, Math.min(ms, MAX_TIMER_MS)) : undefined;
+}
+
+function positive(name: string, value: number | undefined, fallback: number, infinite: boolean): number {
+  if (value === undefined) return fallback;
+  if (!(value > 0) || (!infinite && !Number.isFinite(value))) {
+    throw new RangeError(`switchboard: ${name} must be a number above 0${infinite ? " or Infinity" : ""}, got ${value}`);
+  }
+  return value;
+}
+
+const asError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)));
+
 export class SwitchboardClient {
   /** "connecting" until the first welcome; "open"; "reconnecting" between sockets; "closed" for good. */
   state: "connecting" | "open" | "reconnecting" | "closed" = "connecting";
   connectionId: string | undefined;
 
   private socket: WebSocket | undefined;
-  private readonly topics = new Map<string, Set<Handler<never>>>();
-  private readonly pending = new Map<number, Pending>();
-  private readonly queue: Queued[] = [];
+  private readonly topics = new Map<string, Subscription>();
+  /** Sent publishes and pings waiting for their reply, by id. */
+  private readonly pending = new Map<number, Request>();
+  /** Publishes and pings waiting for a connection, in call order. */
+  private readonly queue = new Set<Request>();
+  /** Subscribes and unsubscribes sent on the current socket and not yet answered, by id. */
+  private readonly control = new Map<number, { type: "subscribe" | "unsubscribe"; topic: string }>();
   private readonly listeners: { [K in keyof ClientEvents]: Set<Listener<K>> } = {
     open: new Set(),
     close: new Set(),
@@ -117,21 +207,32 @@ export class SwitchboardClient {
   private lastFrameAt = 0;
   /** Id of the liveness ping in flight, if any. */
   private probeId: number | undefined;
+  /** Status of a refused upgrade on the current socket, when the runtime reports it (Bun does). */
+  private refusedStatus: number | undefined;
   private heartbeat: WelcomeFrame["heartbeat"] | undefined;
   private watchdog: ReturnType<typeof setInterval> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Why the client stopped for good: what ready() and later calls reject with. */
+  private endError: Error | undefined;
+  private readonly base: string;
+  private readonly query: Record<string, string>;
   private readonly reconnect: Required<ReconnectOptions> | false;
   private readonly maxQueued: number;
   private readonly timeoutMs: number;
+  private readonly connectTimeoutMs: number;
 
   constructor(
-    private readonly url: string,
+    url: string,
     private readonly options: ClientOptions = {},
   ) {
+    const { base, query } = parseServerUrl(url);
+    this.base = base;
+    this.query = { ...query, ...options.query };
     this.reconnect = options.reconnect === false ? false : { ...DEFAULTS, ...options.reconnect };
     this.maxQueued = options.maxQueuedPublishes ?? 1000;
-    this.timeoutMs = options.requestTimeoutMs ?? 10_000;
-    this.open();
+    this.timeoutMs = positive("requestTimeoutMs", options.requestTimeoutMs, 10_000, true);
+    this.connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 10_000, false);
+    void this.open();
   }
 
   on<K extends keyof ClientEvents>(event: K, listener: Listener<K>): () => void {
@@ -139,81 +240,87 @@ export class SwitchboardClient {
     return () => this.listeners[event].delete(listener);
   }
 
-  /** Resolves at the next `open` (immediately if open now); rejects if the client closes for good first. */
-  ready(): Promise<void> {
+  /**
+   * Resolves at the next `open` (immediately if open now). Rejects with TimeoutError after `timeoutMs`
+   * (default requestTimeoutMs; Infinity waits forever), or with the reason the client stopped for good.
+   */
+  ready(timeoutMs = this.timeoutMs): Promise<void> {
     if (this.state === "open") return Promise.resolve();
-    if (this.state === "closed") return Promise.reject(new ConnectionLostError("client is closed"));
+    if (this.state === "closed") return Promise.reject(this.stopped());
     return new Promise((resolve, reject) => {
-      const offOpen = this.on("open", () => {
+      const done = () => {
         offOpen();
         offClose();
+        clearTimeout(deadline);
+      };
+      const offOpen = this.on("open", () => {
+        done();
         resolve();
       });
       const offClose = this.on("close", (e) => {
         if (e.willReconnect) return;
-        offOpen();
-        offClose();
-        reject(new ConnectionLostError(`closed with ${e.code} ${e.reason}`));
+        done();
+        reject(this.stopped());
+      });
+      const deadline = timer(timeoutMs, () => {
+        done();
+        reject(new TimeoutError(`not connected within ${timeoutMs} ms (${this.state})`, false));
       });
     });
   }
 
   /**
    * Delivers every message on `topic` to `handler` until the returned function is called. Held topics are
-   * resubscribed after every reconnect. A refused subscribe (invalid_topic, too_many_topics) is reported as
-   * an `error` event carrying a SwitchboardError, and the topic is dropped.
+   * resubscribed after every reconnect. A refused subscribe (invalid_topic, forbidden, too_many_topics) is
+   * reported as an `error` event carrying a SwitchboardError with `.topic`, and the topic is dropped with
+   * all its handlers (it is not re-sent on reconnect).
    */
   subscribe<T extends Json = Json>(topic: string, handler: Handler<T>): () => void {
-    let handlers = this.topics.get(topic);
-    if (handlers === undefined) {
-      handlers = new Set();
-      this.topics.set(topic, handlers);
-      if (this.state === "open") this.send({ type: "subscribe", topic });
+    let subscription = this.topics.get(topic);
+    if (subscription === undefined) {
+      subscription = { handlers: new Set(), subscribeId: undefined };
+      this.topics.set(topic, subscription);
+      if (this.state === "open") this.sendSubscribe(topic, subscription);
     }
-    handlers.add(handler as Handler<never>);
+    const held = subscription;
+    held.handlers.add(handler as Handler<never>);
     return () => {
-      const held = this.topics.get(topic);
-      if (held === undefined || !held.delete(handler as Handler<never>) || held.size > 0) return;
+      // A dropped (refused) topic may have been subscribed again since: that is another subscription.
+      if (this.topics.get(topic) !== held || !held.handlers.delete(handler as Handler<never>) || held.handlers.size > 0) return;
       this.topics.delete(topic);
-      if (this.state === "open") this.send({ type: "unsubscribe", topic });
+      if (this.state === "open") this.sendControl("unsubscribe", topic);
     };
   }
 
   /**
-   * Publishes `data` to `topic`. Resolves on the server's ack, rejects with SwitchboardError on its error
-   * frame, TimeoutError without a reply, ConnectionLostError if the connection drops before the ack (the
-   * message may or may not have been delivered: at-most-once). While disconnected, publishes are queued
-   * in order up to maxQueuedPublishes and sent after the subscriptions are restored.
+   * Publishes `data` to `topic`. Resolves on the server's ack. Rejects with SwitchboardError on its error frame
+   * (rate_limited included), TimeoutError when no ack came within requestTimeoutMs of the call,
+   * ConnectionLostError if the connection drops before the ack (the message may or may not have been
+   * delivered: at-most-once, never resent), QueueFullError. While disconnected, publishes wait in order (up to
+   * maxQueuedPublishes) and are sent after the subscriptions are restored.
    */
   publish(topic: string, data: Json): Promise<void> {
-    if (this.state === "closed") return Promise.reject(new ConnectionLostError("client is closed"));
-    const id = this.nextId++;
-    const frame = { type: "publish", topic, data, id } as const;
-    return new Promise<number>((resolve, reject) => {
-      const pending: Pending = { resolve, reject, timer: undefined, sentAt: 0 };
-      if (this.state === "open") this.request(id, frame, pending);
-      else if (this.queue.length >= this.maxQueued) {
-        reject(new QueueFullError(`publish queue is full (${this.maxQueued} waiting for a connection)`));
-      } else this.queue.push({ frame, pending });
-    }).then(() => undefined);
+    return this.request({ type: "publish", topic, data, id: this.nextId++ }).then(() => undefined);
   }
 
-  /** Application-level round trip to the server, in milliseconds. Rejects when not connected. */
+  /**
+   * Application-level round trip to the server, in milliseconds from sending. Like publish(), it waits for a
+   * connection (within requestTimeoutMs of the call) when not connected.
+   */
   ping(): Promise<number> {
-    if (this.state !== "open") return Promise.reject(new ConnectionLostError(`not connected (${this.state})`));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => this.request(id, { type: "ping", id }, { resolve, reject, timer: undefined, sentAt: 0 }));
+    return this.request({ type: "ping", id: this.nextId++ });
   }
 
   /** Closes for good: no reconnect; queued and unanswered requests reject with ConnectionLostError. */
   close(): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    this.endError = new ConnectionLostError("client closed");
     clearTimeout(this.retryTimer);
     this.stopWatchdog();
     const socket = this.socket;
     this.socket = undefined;
-    this.failAll(new ConnectionLostError("client closed"));
+    this.failAll(this.endError);
     if (socket !== undefined) {
       this.detach(socket);
       socket.close(1000, "client closed");
@@ -223,23 +330,70 @@ export class SwitchboardClient {
 
   // --- connection lifecycle ---------------------------------------------------------------------------
 
-  private open(): void {
-    // treaty<App> builds the /connect URL (http -> ws, query string) and opens the socket; we keep only
-    // the standard WebSocket it made.
-    const base = this.url.replace(/^ws(s?):\/\//, "http$1://");
-    const edenSocket = treaty<App>(base).connect.subscribe(this.options.query ? { query: this.options.query } : undefined);
-    const socket = edenSocket.ws;
+  /** One connection attempt: a fresh token if there is a token function, then the socket. */
+  private async open(): Promise<void> {
+    let query = this.query;
+    if (this.options.token !== undefined) {
+      let token: string;
+      try {
+        token = await this.freshToken(this.options.token);
+      } catch (error) {
+        if (this.state === "closed") return;
+        this.emit("error", { error: asError(error) });
+        this.afterClose(1006, "token() failed", "retry", undefined);
+        return;
+      }
+      if (this.state === "closed") return;
+      query = { ...query, token };
+    }
+    let socket: WebSocket;
+    try {
+      // treaty<App> builds the /connect URL (http -> ws, query string) and opens the socket; we keep only
+      // the standard WebSocket it made.
+      socket = treaty<App>(this.base).connect.subscribe(Object.keys(query).length > 0 ? { query } : undefined).ws;
+    } catch (error) {
+      this.emit("error", { error: asError(error) });
+      this.afterClose(1006, "could not open a socket", "retry", undefined);
+      return;
+    }
     this.socket = socket;
+    this.refusedStatus = undefined;
     this.lastFrameAt = performance.now();
     this.probeId = undefined;
     socket.onmessage = (event) => this.onMessage(event.data);
     socket.onclose = (event) => this.onClose(socket, event.code, event.reason);
-    socket.onerror = () => {
-      // Failed attempts while reconnecting are reported by `close`/`reconnecting`; only a live link's error is news.
-      if (this.state === "open") this.emit("error", { error: new Error(`WebSocket error on ${socket.url}`) });
+    socket.onerror = (event) => {
+      if (socket !== this.socket) return;
+      if (this.state === "open") {
+        this.emit("error", { error: new Error(`WebSocket error on ${socket.url}`) });
+        return;
+      }
+      // A failed handshake. Bun says why in the message ("Expected 101 status code: 401"); browsers give a
+      // bare Event, so there a refusal looks like any other failed attempt (close 1006, retried).
+      const status = REFUSED_STATUS.exec((event as ErrorEvent).message ?? "")?.[1];
+      if (status !== undefined) this.refusedStatus = Number(status);
     };
-    // Until a welcome arrives, the attempt is bounded by the request timeout.
-    this.startWatchdog(Math.min(this.timeoutMs, 1000));
+    // Until a welcome arrives, the attempt is bounded by the connect timeout.
+    this.startWatchdog(Math.min(this.connectTimeoutMs, 1000));
+  }
+
+  private async freshToken(token: () => string | Promise<string>): Promise<string> {
+    let deadline: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const value = await Promise.race([
+        Promise.resolve().then(token),
+        new Promise<never>((_, reject) => {
+          deadline = setTimeout(() => reject(new Error(`token() did not settle within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+        }),
+      ]);
+      if (typeof value !== "string" || value === "") throw new TypeError(`token() must return a non-empty string, got ${typeof value}`);
+      return value;
+    } catch (error) {
+      const cause = asError(error);
+      throw new Error(`token() failed: ${cause.message}`, { cause });
+    } finally {
+      clearTimeout(deadline);
+    }
   }
 
   private onWelcome(frame: WelcomeFrame): void {
@@ -250,10 +404,11 @@ export class SwitchboardClient {
     this.attempt = 0;
     this.state = "open";
     this.startWatchdog(Math.max(10, Math.floor(frame.heartbeat.intervalMs / 4)));
-    // One burst: every held topic, then the queued publishes in order. The server handles a connection's
+    // One burst: every held topic, then the queued requests in order. The server handles a connection's
     // frames in order, so each publish goes out after the subscriptions it may depend on.
-    for (const topic of this.topics.keys()) this.send({ type: "subscribe", topic });
-    for (const { frame: publish, pending } of this.queue.splice(0)) this.request(publish.id, publish, pending);
+    for (const [topic, subscription] of this.topics) this.sendSubscribe(topic, subscription);
+    for (const request of this.queue) this.transmit(request);
+    this.queue.clear();
     this.emit("open", { connectionId: frame.connectionId, heartbeat: frame.heartbeat, reconnected });
   }
 
@@ -261,27 +416,101 @@ export class SwitchboardClient {
     if (socket !== this.socket) return; // an old socket we already replaced
     this.socket = undefined;
     this.stopWatchdog();
+    this.control.clear(); // nothing more will be answered on this socket
     // Sent but unanswered: the outcome is unknown, so the caller decides (at-most-once).
-    for (const [id, pending] of this.pending) {
+    for (const [id, request] of this.pending) {
       this.pending.delete(id);
-      clearTimeout(pending.timer);
-      pending.reject(new ConnectionLostError(`connection lost (${code}) before the reply`));
+      clearTimeout(request.timer);
+      request.reject(new ConnectionLostError(`connection lost (${code}) before the reply`));
     }
-    const policy = this.reconnect;
-    const willReconnect = policy !== false && this.attempt < policy.maxAttempts;
-    this.emit("close", { code, reason, willReconnect });
-    if (policy === false || !willReconnect) {
+    const status = this.refusedStatus;
+    this.refusedStatus = undefined;
+    if (status === undefined) {
+      this.afterClose(code, reason, reconnectAfterClose(code), undefined);
+      return;
+    }
+    // A refused upgrade: learn the server's reason, then follow its policy for that status.
+    void this.refusalReason(socket.url, status).then((refusal) => {
+      if (this.state === "closed") return; // close() was called meanwhile
+      const error = new HandshakeError(status, refusal);
+      this.emit("error", { error });
+      this.afterClose(code, reason, reconnectAfterRefusal(status), error);
+    });
+  }
+
+  /**
+   * The reason of a refused upgrade. Bun's WebSocket reports the status but not the body, so the same
+   * upgrade request is repeated with fetch (bounded in time and size) to read `{"error": reason}`. Only runs
+   * where the runtime gave a status: browsers neither report it nor let fetch send upgrade headers.
+   */
+  private async refusalReason(socketUrl: string, status: number): Promise<string> {
+    const fallback = (UpgradeRefusal as Record<number, { when: string } | undefined>)[status]?.when ?? `HTTP ${status}`;
+    const abort = new AbortController();
+    const deadline = setTimeout(() => abort.abort(), Math.min(this.connectTimeoutMs, 2000));
+    try {
+      const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+      const response = await fetch(socketUrl.replace(/^ws/, "http"), {
+        signal: abort.signal,
+        headers: { upgrade: "websocket", connection: "Upgrade", "sec-websocket-key": key, "sec-websocket-version": "13" },
+      });
+      if (response.status !== status || response.body === null) return fallback; // things changed meanwhile
+      let body = new Uint8Array(0);
+      const reader = response.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        body = new Uint8Array([...body, ...value.subarray(0, MAX_REASON_BYTES - body.length)]);
+        if (body.length >= MAX_REASON_BYTES) break;
+      }
+      const text = new TextDecoder().decode(body);
+      try {
+        const parsed = JSON.parse(text) as { error?: unknown };
+        if (typeof parsed.error === "string") return parsed.error;
+      } catch {
+        // not the server's JSON (a proxy's page): fall back to the text itself
+      }
+      return text.trim().slice(0, 200) || fallback;
+    } catch {
+      return fallback;
+    } finally {
+      clearTimeout(deadline);
+      abort.abort(); // releases the probe's connection, whatever it got
+    }
+  }
+
+  /**
+   * After a socket or an attempt ended: reconnect with backoff unless the policy, the attempt budget or
+   * `reconnect: false` says stop. `new-token` is retried only with a token function (a fresh token each
+   * attempt); without one the same token would be refused again.
+   */
+  private afterClose(code: number, reason: string, policy: ReconnectPolicy, cause: Error | undefined): void {
+    const retry = this.reconnect;
+    const allowed = policy === "retry" || (policy === "new-token" && this.options.token !== undefined);
+    const willReconnect = retry !== false && allowed && this.attempt < retry.maxAttempts;
+    if (!willReconnect) {
       this.state = "closed";
-      this.failAll(new ConnectionLostError(`connection closed (${code} ${reason}) and not reconnecting`));
+      this.endError =
+        cause ??
+        new ConnectionLostError(
+          `connection closed (${code} ${reason}) and not reconnecting${policy === "new-token" && allowed === false ? ": the token expired and there is no token function" : ""}`,
+        );
+      this.failAll(this.endError);
+      this.emit("close", { code, reason, willReconnect: false });
       return;
     }
     this.state = "reconnecting";
+    this.emit("close", { code, reason, willReconnect: true });
+    if (this.state !== "reconnecting") return; // a listener called close()
     this.attempt++;
-    const delayMs = backoffDelay(this.attempt, policy.baseMs, policy.capMs);
+    const delayMs = backoffDelay(this.attempt, retry.baseMs, retry.capMs);
     this.emit("reconnecting", { attempt: this.attempt, delayMs });
     this.retryTimer = setTimeout(() => {
-      if (this.state === "reconnecting") this.open();
+      if (this.state === "reconnecting") void this.open();
     }, delayMs);
+  }
+
+  private stopped(): Error {
+    return this.endError ?? new ConnectionLostError("client is closed");
   }
 
   /** Dead-server detection: no frame for timeoutMs means a half-open or dead link; close and reconnect. */
@@ -300,8 +529,8 @@ export class SwitchboardClient {
     if (socket === undefined) return;
     const silentMs = performance.now() - this.lastFrameAt;
     if (this.state !== "open" || this.heartbeat === undefined) {
-      // Still connecting: give up on this attempt after the request timeout.
-      if (silentMs >= this.timeoutMs) this.abandon(socket, 4000, "no welcome from server");
+      // Still connecting: give up on this attempt after the connect timeout.
+      if (silentMs >= this.connectTimeoutMs) this.abandon(socket, 4000, "no welcome from server");
       return;
     }
     if (silentMs >= this.heartbeat.timeoutMs) {
@@ -321,6 +550,7 @@ export class SwitchboardClient {
     } catch {
       // already closing
     }
+    this.refusedStatus = undefined;
     this.onClose(socket, code, reason);
   }
 
@@ -344,13 +574,13 @@ export class SwitchboardClient {
     }
     switch (frame.type) {
       case "message": {
-        const handlers = this.topics.get(frame.topic);
-        if (handlers === undefined) return;
-        for (const handler of handlers) {
+        const subscription = this.topics.get(frame.topic);
+        if (subscription === undefined) return;
+        for (const handler of subscription.handlers) {
           try {
             (handler as Handler<Json>)(frame.data, frame);
           } catch (error) {
-            this.emit("error", { error: error instanceof Error ? error : new Error(String(error)) });
+            this.emit("error", { error: asError(error) });
           }
         }
         return;
@@ -362,14 +592,12 @@ export class SwitchboardClient {
       case "ack":
         this.settle(frame.id, undefined);
         return;
-      case "error": {
-        const error = new SwitchboardError(frame.code, frame.message);
-        if (typeof frame.id === "number" && this.pending.has(frame.id)) this.settle(frame.id, error);
-        else this.emit("error", { error });
+      case "error":
+        this.onError(frame);
         return;
-      }
       case "subscribed":
       case "unsubscribed":
+        if (typeof frame.id === "number") this.control.delete(frame.id);
         return;
       case "welcome":
         this.onWelcome(frame);
@@ -377,24 +605,78 @@ export class SwitchboardClient {
     }
   }
 
-  private request(id: number, frame: ClientFrame, pending: Pending): void {
-    pending.sentAt = performance.now();
-    pending.timer = setTimeout(() => {
-      if (this.pending.delete(id)) pending.reject(new TimeoutError(`no reply to ${frame.type} within ${this.timeoutMs} ms`));
-    }, this.timeoutMs);
-    this.pending.set(id, pending);
-    this.send(frame);
+  private onError(frame: FrameOf<"error">): void {
+    const id = frame.id;
+    if (typeof id === "number" && this.pending.has(id)) {
+      this.settle(id, new SwitchboardError(frame.code, frame.message));
+      return;
+    }
+    const control = typeof id === "number" ? this.control.get(id) : undefined;
+    if (control === undefined) {
+      this.emit("error", { error: new SwitchboardError(frame.code, frame.message) });
+      return;
+    }
+    this.control.delete(id as number);
+    // Unsubscribing from a topic the server does not hold (its subscribe was refused, which was reported)
+    // reaches the state we want.
+    if (control.type === "unsubscribe" && (frame.code === "not_subscribed" || frame.code === "invalid_topic")) return;
+    if (control.type === "subscribe" && this.topics.get(control.topic)?.subscribeId === id) {
+      // Refused: drop it so it is not re-sent on every reconnect. A later subscribe() asks again.
+      this.topics.delete(control.topic);
+    }
+    this.emit("error", { error: new SwitchboardError(frame.code, frame.message, control.topic) });
+  }
+
+  /** Sends a publish or ping now when open, else queues it; its timer runs from the call either way. */
+  private request(frame: RequestFrame): Promise<number> {
+    if (this.state === "closed") return Promise.reject(this.stopped());
+    return new Promise<number>((resolve, reject) => {
+      const request: Request = { frame, resolve, reject, timer: undefined, sentAt: undefined };
+      if (this.state !== "open" && this.queue.size >= this.maxQueued) {
+        reject(new QueueFullError(`queue is full (${this.maxQueued} requests waiting for a connection)`));
+        return;
+      }
+      request.timer = timer(this.timeoutMs, () => this.expire(request));
+      if (this.state === "open") this.transmit(request);
+      else this.queue.add(request);
+    });
+  }
+
+  private transmit(request: Request): void {
+    request.sentAt = performance.now();
+    this.pending.set(request.frame.id, request);
+    this.send(request.frame);
+  }
+
+  private expire(request: Request): void {
+    const { type, id } = request.frame;
+    if (this.queue.delete(request)) {
+      request.reject(new TimeoutError(`${type} not sent: no connection within ${this.timeoutMs} ms`, false));
+    } else if (this.pending.delete(id)) {
+      request.reject(new TimeoutError(`no reply to ${type} within ${this.timeoutMs} ms`, true));
+    }
   }
 
   /** Our ids are numbers; a reply with any other id is not ours to settle. */
   private settle(id: unknown, error: Error | undefined): void {
     if (typeof id !== "number") return;
-    const pending = this.pending.get(id);
-    if (pending === undefined) return;
+    const request = this.pending.get(id);
+    if (request === undefined) return;
     this.pending.delete(id);
-    clearTimeout(pending.timer);
-    if (error) pending.reject(error);
-    else pending.resolve(performance.now() - pending.sentAt);
+    clearTimeout(request.timer);
+    if (error) request.reject(error);
+    else request.resolve(performance.now() - (request.sentAt ?? 0));
+  }
+
+  private sendSubscribe(topic: string, subscription: Subscription): void {
+    subscription.subscribeId = this.sendControl("subscribe", topic);
+  }
+
+  private sendControl(type: "subscribe" | "unsubscribe", topic: string): number {
+    const id = this.nextId++;
+    this.control.set(id, { type, topic });
+    this.send({ type, topic, id });
+    return id;
   }
 
   private send(frame: ClientFrame): void {
@@ -402,20 +684,42 @@ export class SwitchboardClient {
   }
 
   private failAll(error: Error): void {
-    for (const [, pending] of this.pending) {
-      clearTimeout(pending.timer);
-      pending.reject(error);
+    for (const [, request] of this.pending) {
+      clearTimeout(request.timer);
+      request.reject(error);
     }
     this.pending.clear();
-    for (const { pending } of this.queue.splice(0)) pending.reject(error);
+    for (const request of this.queue) {
+      clearTimeout(request.timer);
+      request.reject(error);
+    }
+    this.queue.clear();
   }
 
+  /**
+   * A listener that throws must not break the connection's state machine: like a message handler's, its
+   * exception becomes an `error` event; one thrown by an `error` listener is rethrown outside the client.
+   */
   private emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
-    for (const listener of this.listeners[event]) listener(payload);
+    for (const listener of this.listeners[event]) {
+      try {
+        listener(payload);
+      } catch (error) {
+        if (event !== "error") this.emit("error", { error: asError(error) });
+        else
+          queueMicrotask(() => {
+            throw error;
+          });
+      }
+    }
   }
 }
 
-/** Connects to a switchboard server (`http://host:port` or `ws://host:port`); reconnects until close(). */
+/**
+ * Connects to a switchboard server: `ws://host:port/connect` (the URL the server prints), or the base
+ * `ws://host:port`, `http://host:port` (wss/https alike); reconnects until close() or the server's policy
+ * says stop.
+ */
 export function connect(url: string, options?: ClientOptions): SwitchboardClient {
   return new SwitchboardClient(url, options);
 }

@@ -180,7 +180,7 @@ describe("reconnect", () => {
     const second = client.publish("t", 2).catch((e) => e);
     const third = await client.publish("t", 3).catch((e) => e);
     expect(third).toBeInstanceOf(QueueFullError);
-    expect(third.message).toBe("publish queue is full (2 waiting for a connection)");
+    expect(third.message).toBe("queue is full (2 requests waiting for a connection)");
     client.close();
     expect(await first).toBeInstanceOf(ConnectionLostError);
     expect(await second).toBeInstanceOf(ConnectionLostError);
