@@ -21,7 +21,7 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
   const origins = config.ALLOWED_ORIGINS === undefined ? undefined : new Set(config.ALLOWED_ORIGINS);
   const { metrics } = gateway;
 
-  const refuse = (reason: string, code: 401 | 403 | 429 | 503, error: string): never => {
+  const refuse = (reason: string, code: 400 | 401 | 403 | 429 | 503, error: string): never => {
     metrics.upgradesRejected.inc(reason);
     throw status(code, { error });
   };
@@ -33,6 +33,12 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     const origin = context.request.headers.get("origin");
     if (origins !== undefined && (origin === null || !origins.has(origin))) {
       refuse("origin", 403, `origin ${origin ?? "(none)"} is not allowed`);
+    }
+    // A request that Bun's upgrade would refuse must not hold a slot until its reservation expires: check the
+    // handshake headers Bun needs before reserving (otherwise broken upgrades could fill the caps).
+    const headers = context.request.headers;
+    if (headers.get("sec-websocket-version") !== "13" || !/^[A-Za-z0-9+/]{22}==$/.test(headers.get("sec-websocket-key") ?? "")) {
+      refuse("bad_handshake", 400, BAD_HANDSHAKE);
     }
     const ip = context.server?.requestIP(context.request)?.address;
     admitted.clientIp = ip;
@@ -53,6 +59,8 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     }
   };
 }
+
+export const BAD_HANDSHAKE = "not a WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required";
 
 /** Printed at start in open mode: nobody should run a public server this way by accident. */
 export function openModeWarning(config: Config): string | undefined {

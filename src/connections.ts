@@ -53,8 +53,12 @@ export interface Slot {
 
 export type Refusal = "max_connections" | "max_connections_per_ip";
 
-/** How long an admitted upgrade may take to open before its slot is given back (Bun opens within a tick). */
-const RESERVATION_MS = 10_000;
+/**
+ * How long an admitted upgrade may take to open before its slot is given back. Bun opens the socket in the
+ * same event-loop turn as the upgrade; 5 s only covers a stalled loop. Admission checks the handshake headers
+ * first, so a request that cannot upgrade never holds a slot this long.
+ */
+const RESERVATION_MS = 5000;
 
 export class ConnectionRegistry {
   readonly open = new Set<Conn>();

@@ -63,6 +63,20 @@ describe("caps hold under 500 simultaneous upgrades with a valid token", () => {
     expect(server.gateway.perIp.size).toBe(0);
   });
 
+  test("broken handshakes never hold a place under the caps", async () => {
+    const server = serve({ MAX_CONNECTIONS: 5 });
+    const broken = await Promise.all(
+      Array.from({ length: 100 }, () =>
+        fetch(`http://127.0.0.1:${server.port}/connect`, { headers: { upgrade: "websocket", connection: "upgrade" } }).then((r) => r.status),
+      ),
+    );
+    expect(new Set(broken)).toEqual(new Set([400]));
+    expect(server.gateway.registry.counted).toBe(0);
+    const good = await within(stampede(server.ws(), 5), 10_000, "good upgrades");
+    expect(good.open).toHaveLength(5);
+    await closeAll(server, good.open);
+  });
+
   test("upgrades refused by the token check give their reserved slot back", async () => {
     const server = serve({ AUTH_SECRET: SECRET, MAX_CONNECTIONS: 5, MAX_CONNECTIONS_PER_IP: 5 });
     const bad = await within(stampede(`${server.ws()}?token=not-a-jwt`, 100), 10_000, "bad tokens");

@@ -283,7 +283,9 @@ describe("connections", () => {
         headers: { upgrade: "websocket", connection: "upgrade" },
       });
       expect(broken.status).toBe(400);
-      expect(await broken.text()).toBe("Expected a websocket connection");
+      expect(await broken.json()).toEqual({
+        error: "not a WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required",
+      });
     }
   });
 });
