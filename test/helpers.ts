@@ -39,10 +39,10 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
   ]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `check` until it is true (bounded). */
-export async function until(check: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+/** Polls `check` (which may be async, e.g. an HTTP request) until it is true (bounded). */
+export async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = "condition"): Promise<void> {
   const end = performance.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await Bun.sleep(5);
   }
@@ -154,10 +154,19 @@ export class RawPeer {
   ended = false;
   private buffer = Buffer.alloc(0);
   private upgraded = false;
+  /** Settles when the upgrade response has arrived or the connection ended, whichever comes first. */
+  private readonly responded: Promise<void>;
+  private readonly closed: Promise<void>;
+  private onResponse: (() => void) | undefined;
 
   private constructor(readonly socket: net.Socket) {
+    this.closed = new Promise((resolve) => socket.once("close", () => resolve()));
+    this.responded = new Promise((resolve) => (this.onResponse = resolve));
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    socket.on("close", () => (this.ended = true));
+    socket.on("close", () => {
+      this.ended = true;
+      this.onResponse?.();
+    });
     socket.on("error", () => (this.ended = true));
   }
 
@@ -175,7 +184,7 @@ export class RawPeer {
     };
     const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join("\r\n");
     socket.write(`GET ${path} HTTP/1.1\r\n${head}\r\n\r\n`);
-    await until(() => peer.upgraded || peer.ended, 3000, "upgrade response");
+    await within(peer.responded, 3000, "upgrade response");
     if (!peer.response.startsWith("HTTP/1.1 101")) throw new Error(`upgrade refused: ${peer.response}`);
     return peer;
   }
@@ -188,6 +197,7 @@ export class RawPeer {
       this.response = this.buffer.subarray(0, end).toString();
       this.buffer = this.buffer.subarray(end + 4);
       this.upgraded = true;
+      this.onResponse?.();
     }
     for (;;) {
       const frame = parseFrame(this.buffer);
@@ -214,6 +224,15 @@ export class RawPeer {
 
   pause(): void {
     this.socket.pause();
+  }
+
+  /**
+   * Half-closes (TCP FIN) and waits until the server has closed the connection. The server handles every byte
+   * sent before the FIN first, so afterwards `frames` holds every answer and any close frame it sent.
+   */
+  async finish(ms = 5000): Promise<void> {
+    this.socket.end();
+    await within(this.closed, ms, "the server to close the connection");
   }
 
   destroy(): void {
@@ -282,6 +301,8 @@ export interface Entry {
   port: number;
   /** All of stdout so far, and (once the process exits) the rest of it. */
   stdout(): string;
+  /** All of stderr so far (warn and error log lines go there). */
+  stderr(): string;
   exited(): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Sends a signal; the process is SIGKILLed anyway after 30 s so no test leaves one behind. */
   kill(signal?: NodeJS.Signals): void;
@@ -289,10 +310,16 @@ export interface Entry {
 
 /**
  * Runs the real entry point (`bun run src/index.ts`) on 127.0.0.1 with `env` and waits for its start-up line
- * (`switchboard listening on http://127.0.0.1:PORT ...`, matched by `ready` when given).
+ * (`switchboard listening on http://127.0.0.1:PORT ...`, matched by `ready` when given). `preload` is a module
+ * run first (`bun run --preload`), for faults no real input can cause (see test/fixtures/).
  */
-export async function spawnEntry(env: Record<string, string>, ready = /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) /m): Promise<Entry> {
-  const proc = Bun.spawn(["bun", "run", "src/index.ts"], {
+export async function spawnEntry(
+  env: Record<string, string>,
+  ready = /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) /m,
+  options: { preload?: string } = {},
+): Promise<Entry> {
+  const preload = options.preload === undefined ? [] : ["--preload", options.preload];
+  const proc = Bun.spawn(["bun", "run", ...preload, "src/index.ts"], {
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
     stdin: "ignore",
     stdout: "pipe",
@@ -301,11 +328,16 @@ export async function spawnEntry(env: Record<string, string>, ready = /^switchbo
   const guard = setTimeout(() => proc.kill("SIGKILL"), 30_000);
   guard.unref();
   let out = "";
+  let err = "";
   const decoder = new TextDecoder();
+  const errDecoder = new TextDecoder();
   const reading = (async () => {
     for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
   })();
-  const stderr = new Response(proc.stderr).text();
+  const readingErr = (async () => {
+    for await (const chunk of proc.stderr) err += errDecoder.decode(chunk, { stream: true });
+  })();
+  const stderr = readingErr.then(() => err);
   const deadline = performance.now() + 15_000;
   let match: RegExpMatchArray | null = null;
   while ((match = out.match(ready)) === null) {
@@ -319,6 +351,7 @@ export async function spawnEntry(env: Record<string, string>, ready = /^switchbo
     proc,
     port: Number(match[1]),
     stdout: () => out,
+    stderr: () => err,
     exited: async () => {
       const code = await proc.exited;
       clearTimeout(guard);
