@@ -2,6 +2,8 @@
 // raw TCP client, then checks that the server still serves a well-behaved client correctly and that its
 // state and memory stay bounded. Seeded, so a failure can be replayed (the seed is in the test name).
 import { afterAll, describe, expect, test } from "bun:test";
+import { gcAndSweep, heapStats } from "bun:jsc";
+import { Logger } from "../src/log.ts";
 import { encodeFrame, Client, connectionsOf, Opcode, RawPeer, serve, stopAll, until } from "./helpers.ts";
 
 afterAll(stopAll);
@@ -76,7 +78,8 @@ function mutate(rand: () => number, input: string): string {
 
 describe(`fuzz (seed ${SEED})`, () => {
   test("5,000 mutated and hostile JSON frames: every one gets an answer or is silently valid; the socket stays usable", async () => {
-    const server = serve({ MAX_PAYLOAD_BYTES: 1024 * 1024 });
+    const problems: string[] = [];
+    const server = serve({ MAX_PAYLOAD_BYTES: 1024 * 1024 }, { log: new Logger("warn", (line) => problems.push(line)) });
     const rand = prng(SEED);
     const c = await Client.connect(server);
     const frames: string[] = [];
@@ -102,6 +105,7 @@ describe(`fuzz (seed ${SEED})`, () => {
       }
     }
     expect(closed).toBe(false);
+    expect(problems).toEqual([]);
     expect(seen).toBeGreaterThan(3000);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect((Object.prototype as Record<string, unknown>).polluted).toBeUndefined();
@@ -119,10 +123,12 @@ describe(`fuzz (seed ${SEED})`, () => {
   }, 60_000);
 
   test("2,000 random raw frames over TCP (bad UTF-8, bad opcodes, unmasked, RSV bits, oversized control, truncation)", async () => {
-    const server = serve({ MAX_PAYLOAD_BYTES: 64 * 1024, PERMESSAGE_DEFLATE: false });
+    const problems: string[] = [];
+    const server = serve({ MAX_PAYLOAD_BYTES: 64 * 1024, PERMESSAGE_DEFLATE: false }, { log: new Logger("warn", (line) => problems.push(line)) });
     const rand = prng(SEED + 1);
     const baseline = await connectionsOf(server);
     const closeCodes = new Map<number, number>();
+    let answered = 0;
     let sent = 0;
     let connections = 0;
     while (sent < 2000) {
@@ -131,14 +137,20 @@ describe(`fuzz (seed ${SEED})`, () => {
       const perConnection = 1 + Math.floor(rand() * 30);
       for (let i = 0; i < perConnection && !peer.ended; i++, sent++) peer.socket.write(randomFrame(rand));
       if (rand() < 0.3) peer.socket.write(encodeFrame(Opcode.text, Buffer.from("truncated")).subarray(0, 5));
-      await Bun.sleep(2);
+      // Wait for the server's side: every answer and any close frame (a 1011 included) arrive before it closes.
+      await peer.finish();
       const code = peer.closeFrame()?.code;
       if (code !== undefined) closeCodes.set(code, (closeCodes.get(code) ?? 0) + 1);
-      peer.destroy();
+      if (peer.frames.some((f) => f.opcode !== Opcode.close)) answered++;
     }
     // The server closed the broken connections with protocol codes, and forgot all of them.
-    for (const code of closeCodes.keys()) expect([1002, 1007, 1009, 1011]).toContain(code);
     expect(closeCodes.has(1011)).toBe(false); // never an internal error
+    for (const code of closeCodes.keys()) expect([1002, 1007, 1009]).toContain(code);
+    expect(problems).toEqual([]); // no handler_failed (or any warning) on the server side either
+    // The check saw the server's side of most connections: a close frame or a reply.
+    const closed = [...closeCodes.values()].reduce((a, b) => a + b, 0);
+    expect(closed).toBeGreaterThan(connections / 2);
+    expect(answered).toBeGreaterThan(connections / 4);
     await until(() => server.gateway.connections.size === baseline, 5000, `all ${connections} fuzz connections freed`);
 
     // A well-behaved client still gets exactly the right frames.
@@ -152,31 +164,51 @@ describe(`fuzz (seed ${SEED})`, () => {
     b.close();
   }, 60_000);
 
-  test("memory stays bounded over repeated fuzz rounds", async () => {
+  test("memory stays bounded over repeated fuzz rounds: a closed connection leaves nothing behind", async () => {
     const server = serve({ PERMESSAGE_DEFLATE: false });
     const rand = prng(SEED + 2);
+    const PEERS = 100;
+    const ROUNDS = 20;
     const round = async () => {
-      const peers = await Promise.all(Array.from({ length: 50 }, () => RawPeer.connect(server.port, "/connect")));
+      const peers = await Promise.all(Array.from({ length: PEERS }, () => RawPeer.connect(server.port, "/connect")));
       for (const p of peers) {
         for (let i = 0; i < 10; i++) p.send(Opcode.text, mutate(rand, VALID[i % VALID.length]!));
-        p.send(Opcode.text, '{"type":"subscribe","topic":"mem.' + Math.floor(rand() * 1000) + '"}');
+        p.send(Opcode.text, `{"type":"subscribe","topic":"mem.${Math.floor(rand() * 50)}"}`);
       }
-      await Bun.sleep(20);
-      for (const p of peers) p.destroy();
+      await Promise.all(peers.map((p) => p.finish(10_000)));
       await until(() => server.gateway.connections.size === 0, 5000, "round freed");
     };
-    await round();
-    Bun.gc(true);
-    const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < 10; i++) await round();
-    Bun.gc(true);
-    const growth = process.memoryUsage().heapUsed - before;
-    // 500 connections came and went: their state must be gone (a leak of ~1 KiB each would be ~0.5 MB here,
-    // so this bound catches retained Elysia contexts or topic sets, not allocator noise).
-    expect(growth).toBeLessThan(8 * 1024 * 1024);
+    // Warm up (JIT code, shapes, first-use allocations), then count what is live after a full collection.
+    for (let i = 0; i < 3; i++) await round();
+    const before = await liveHeap();
+    for (let i = 0; i < ROUNDS; i++) await round();
+    const after = await liveHeap();
+    const connections = PEERS * ROUNDS;
+    // 2,000 connections came and went. Noise measured here: 100-400 KB in all and at most a few hundred
+    // objects of any one type (JIT code, shapes, JSC's bounded string caches), whatever the count. Retaining
+    // one object per connection (its state, its socket wrapper, its topic set, a string) adds 2,000 of one
+    // type; retaining 1 KiB per connection in any shape adds 2 MB.
+    const grown = Object.entries(after.objectTypeCounts)
+      .map(([type, count]) => [type, count - (before.objectTypeCounts[type] ?? 0)] as const)
+      .filter(([, delta]) => delta >= connections / 2);
+    expect(grown).toEqual([]);
+    expect(after.heapSize - before.heapSize).toBeLessThan(connections * 512);
     expect(server.gateway.perIp.size).toBe(0);
   }, 60_000);
 });
+
+/**
+ * Live JS heap after a full collection, taken from a timer callback: JSC scans the native stack
+ * conservatively, so collecting from deep inside a test can keep the last round's garbage alive by chance.
+ */
+function liveHeap(): Promise<ReturnType<typeof heapStats>> {
+  return new Promise((resolve) =>
+    setTimeout(() => {
+      gcAndSweep();
+      resolve(heapStats());
+    }, 0),
+  );
+}
 
 /** One random, mostly broken, client frame. */
 function randomFrame(rand: () => number): Buffer {
