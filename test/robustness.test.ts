@@ -96,6 +96,9 @@ describe("draining", () => {
     const server = serve();
     const a = await Client.connect(server);
     const b = await Client.open(server.ws("/echo"));
+    const readyz = () => fetch(`http://127.0.0.1:${server.port}/readyz`);
+    const ready = await readyz();
+    expect([ready.status, await ready.json()]).toEqual([200, { status: "ready", broker: { kind: "memory", ready: true }, draining: false }]);
     server.gateway.drain();
     expect(await within(a.closed, 2000, "a closed")).toEqual({ code: 1001, reason: "server shutting down" });
     expect(await within(b.closed, 2000, "b closed")).toEqual({ code: 1001, reason: "server shutting down" });
@@ -108,5 +111,8 @@ describe("draining", () => {
     const health = await fetch(`http://127.0.0.1:${server.port}/healthz`);
     expect(health.status).toBe(503);
     expect(((await health.json()) as { status: string }).status).toBe("draining");
+    // Not ready while draining, though the broker itself is fine: a balancer stops sending clients here.
+    const draining = await readyz();
+    expect([draining.status, await draining.json()]).toEqual([503, { status: "degraded", broker: { kind: "memory", ready: true }, draining: true }]);
   });
 });
