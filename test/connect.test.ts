@@ -54,10 +54,10 @@ describe("subscribe / unsubscribe", () => {
     // Unsubscribing frees a slot.
     expect(await c.request({ type: "unsubscribe", topic: "a" })).toEqual({ type: "unsubscribed", topic: "a" });
     expect(await c.request({ type: "subscribe", topic: "d" })).toEqual({ type: "subscribed", topic: "d" });
-    // A subscribed topic is delivered once, not twice.
+    // A subscribed topic is delivered once, not twice: the next frame after it is the pong of a later ping.
     c.send({ type: "publish", topic: "b", data: 1 });
     expect(await c.json()).toEqual({ type: "message", topic: "b", data: 1 });
-    await c.silence(100);
+    expect(await c.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     c.close();
   });
 
@@ -78,7 +78,7 @@ describe("subscribe / unsubscribe", () => {
     await c.request({ type: "unsubscribe", topic: "gone" });
     c.send({ type: "publish", topic: "gone", data: "x", id: 1 });
     expect(await c.json()).toEqual({ type: "ack", id: 1 });
-    await c.silence(100);
+    expect(await c.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     c.close();
   });
 });
@@ -96,7 +96,8 @@ describe("publish", () => {
     // ack and own message may come in either order
     expect(own).toEqual(['{"type":"ack","id":"p1"}', '{"type":"message","topic":"fan","data":{"n":1}}']);
     for (const s of subs) expect(await s.text()).toBe('{"type":"message","topic":"fan","data":{"n":1}}');
-    await outsider.silence(100);
+    // The fan-out has reached every subscriber; had it reached the outsider, that would come before this pong.
+    expect(await outsider.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     for (const s of [pub, outsider, ...subs]) s.close();
   });
 
@@ -106,7 +107,7 @@ describe("publish", () => {
     await sub.request({ type: "subscribe", topic: "quiet" });
     pub.send({ type: "publish", topic: "quiet", data: null });
     expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: null });
-    await pub.silence(100);
+    expect(await pub.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     pub.send({ type: "publish", topic: "quiet", data: false, id: 0 });
     expect(await pub.json()).toEqual({ type: "ack", id: 0 });
     expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: false });
