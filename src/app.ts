@@ -1,14 +1,24 @@
 // The HTTP surface: health, readiness, HTTP publish, and the two WebSocket routes. Elysia performs the upgrade
 // and carries the frame types (for Eden); the frames themselves are handled by the Gateway's native handlers.
 import type { Server } from "bun";
-import { Elysia, status } from "elysia";
+import { Elysia, ElysiaCustomStatusResponse, status } from "elysia";
 import type { Config } from "./config.ts";
 import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
-import { valueNestsTooDeep } from "./json-depth.ts";
+import { readBoundedText } from "./http/bounded-body.ts";
+import { textNestsTooDeep } from "./json-depth.ts";
 import { ClientFrame, HttpPublishBody, Route, ServerFrame } from "./protocol.ts";
-import { createAdmission } from "./admission.ts";
+import { BAD_HANDSHAKE, createAdmission } from "./admission.ts";
 import type { Logger } from "./log.ts";
 import { publishKeyCheck } from "./publish-auth.ts";
+
+const NOT_JSON = 'body must be JSON: {"topic": string, "data": any JSON}';
+/**
+ * Bun closes a connection that sends nothing for this long (timer granularity ~4 s), after its request headers
+ * are complete: a stalled body, an idle keep-alive, a handler pending this long. Bun's own default; Elysia
+ * raises it to 30. It does not apply to WebSockets once upgraded (their deadline is the heartbeat's), nor to a
+ * request whose headers are still arriving (Bun's fixed ~10-14 s, see README Limits).
+ */
+const HTTP_IDLE_TIMEOUT_S = 10;
 
 const CONNECT_ROUTE = Route.connect;
 const ECHO_ROUTE = Route.echo;
@@ -18,7 +28,30 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
   const checkPublishKey = publishKeyCheck(config.PUBLISH_API_KEY);
   const admit = createAdmission(config, gateway, log);
 
-  return new Elysia()
+  /**
+   * POST /publish's body, read only after the key check: Elysia parses a body before any other hook of the
+   * route runs (`transform`, `beforeHandle`), so the route's own parser is the first place to refuse a caller.
+   * Size-bounded, and nesting-checked on the text, before `JSON.parse` ever sees it.
+   */
+  async function readPublishBody({ request }: { request: Request }): Promise<unknown> {
+    checkPublishKey(request.headers.get("authorization") ?? undefined);
+    const text = await readBoundedText(request, config.MAX_PAYLOAD_BYTES);
+    if (textNestsTooDeep(text)) throw status(400, { error: TOO_DEEP });
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw status(400, { error: NOT_JSON });
+    }
+  }
+
+  return new Elysia({
+    // Elysia finds the path by looking for the first "/" from index 11 of the URL, assuming a host of at least
+    // 4 characters: `Host: ws` (what `ws://ws/connect` sends) then gets 404 on /connect and /echo. Bun serves
+    // plain http here (TLS, if any, ends at the load balancer), so every URL starts with the 7 characters
+    // "http://" and the path is the first "/" from there, whatever the Host.
+    handler: { standardHostname: false },
+    serve: { idleTimeout: HTTP_IDLE_TIMEOUT_S },
+  })
     .get("/healthz", ({ set }) => {
       if (gateway.draining) set.status = 503;
       return {
@@ -36,7 +69,6 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     .post(
       "/publish",
       ({ body }) => {
-        if (valueNestsTooDeep(body.data)) return status(400, { error: TOO_DEEP });
         const refused = gateway.topics.publish(body.topic, body.data);
         if (refused !== undefined) return status(400, { error: refused.message });
         return { status: "published" as const, topic: body.topic };
@@ -44,19 +76,24 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
       {
         body: HttpPublishBody,
         // Always JSON, whatever Content-Type says (curl -d sends form encoding by default).
-        parse: "json",
-        // `transform` runs before body validation, so a caller without the key learns nothing about the body.
-        transform: ({ headers }) => checkPublishKey(headers.authorization),
-        error: ({ code, error }) => {
+        parse: readPublishBody,
+        error: ({ code, error, set }) => {
           if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
-          if (code === "PARSE") return status(400, { error: "body must be JSON: {\"topic\": string, \"data\": any JSON}" });
+          if (code !== "PARSE") return;
+          // Elysia wraps whatever the parser throws in a ParseError; the refusal thrown is its cause.
+          const refusal = (error as { cause?: unknown }).cause;
+          if (!(refusal instanceof ElysiaCustomStatusResponse)) return status(400, { error: NOT_JSON });
+          // Refused before the body was read (key, size): close the connection rather than let Bun read the
+          // rest of a body nobody wants, and so a client cannot hold the socket by trickling it.
+          if (refusal.code !== 400) set.headers.connection = "close";
+          return refusal;
         },
       },
     )
-    .get("/publish", ({ set }) => {
-      set.headers.allow = "POST";
-      return status(405, { error: "use POST /publish with {\"topic\": string, \"data\": any JSON}" });
-    })
+    .get("/publish", onlyPost)
+    .put("/publish", onlyPost)
+    .patch("/publish", onlyPost)
+    .delete("/publish", onlyPost)
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();
@@ -82,8 +119,13 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     if (context.server?.upgrade(context.request, { data })) return;
     const slot = (data as Admitted).slot;
     if (slot !== undefined) gateway.registry.release(slot);
-    return status(400, { error: "Expected a websocket connection" });
+    return status(400, { error: BAD_HANDSHAKE });
   }
+}
+
+function onlyPost({ set }: { set: { headers: Record<string, unknown> } }) {
+  set.headers.allow = "POST";
+  return status(405, { error: 'use POST /publish with {"topic": string, "data": any JSON}' });
 }
 
 /** One line from zod's issues, e.g. `topic: must be 1-200 characters ...; data: required (null is a value)`. */

@@ -33,15 +33,3 @@ export function textNestsTooDeep(text: string, max = MAX_JSON_DEPTH): boolean {
   }
   return false;
 }
-
-/** The same limit on an already parsed value (HTTP bodies, which Elysia parses). Iterative, no recursion. */
-export function valueNestsTooDeep(value: unknown, max = MAX_JSON_DEPTH): boolean {
-  const stack: [unknown, number][] = [[value, 0]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
-    if (typeof node !== "object" || node === null) continue;
-    if (depth + 1 > max) return true;
-    for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, depth + 1]);
-  }
-  return false;
-}
