@@ -23,9 +23,10 @@ export type Deliver = (topic: string, frame: string) => void;
  *   settles when the cross-node hand-off is done or dropped; it never rejects (it will carry the message's
  *   position once history exists).
  * - `subscribe(topic)` is called for every local subscription of `topic` and is idempotent. It returns
- *   `undefined` when messages from other nodes already arrive for `topic`, else a promise that resolves once
- *   they will (or after a bounded wait while the transport is down: the broker keeps the interest and
- *   subscribes when it is back). The caller confirms the subscription to the client only then.
+ *   `undefined` when messages from other nodes already arrive for `topic` (or cannot, while the transport is
+ *   down: the broker keeps the interest and subscribes when it is back), else a promise that resolves once
+ *   they will (or after a bounded wait if the transport does not answer). The caller confirms the
+ *   subscription to the client only then.
  * - `unsubscribe(topic)` is called when the last local subscription of `topic` is gone. Any interleaving of
  *   subscribe/unsubscribe calls, reconnects and failed commands converges to "upstream subscriptions ==
  *   topics with local interest".

@@ -112,7 +112,10 @@ export class RedisBroker implements Broker {
   }
 
   subscribe(topic: string): Promise<void> | undefined {
-    return this.channels.want(CHANNEL_PREFIX + topic);
+    const confirmed = this.channels.want(CHANNEL_PREFIX + topic);
+    // While Redis is unreachable, waiting cannot make cross-node delivery true: confirm at once (the node is
+    // degraded and says so on /readyz); the channel is subscribed as soon as Redis is back.
+    return this.ready ? confirmed : undefined;
   }
 
   unsubscribe(topic: string): void {
