@@ -1,5 +1,6 @@
 // Who may connect to /connect and what they may do there: JWT verification (jose: HS256 with AUTH_SECRET,
-// RS256 with AUTH_PUBLIC_KEY) and topic permissions from the token's claims.
+// RS256 or ES256 with AUTH_PUBLIC_KEY) and topic permissions from the token's claims.
+import { createPublicKey, type KeyObject } from "node:crypto";
 import { decodeProtectedHeader, errors, importSPKI, jwtVerify } from "jose";
 import { z } from "zod";
 import type { Config } from "./config.ts";
@@ -65,15 +66,57 @@ export class AuthError extends Error {
   }
 }
 
+/** The JWT algorithms an AUTH_PUBLIC_KEY can verify: RSA keys sign RS256, EC P-256 keys ES256. */
+export type PublicKeyAlgorithm = "RS256" | "ES256";
+
+/**
+ * The algorithm a PEM SPKI key verifies, or an Error saying why it cannot be used. Config calls it at start-up,
+ * so a key that only WebCrypto's import would refuse (garbage inside the armour, a curve jose does not pair with
+ * the alg, a short RSA modulus jose rejects at verify) stops the process instead of failing every upgrade.
+ * The messages never contain the key.
+ */
+export function publicKeyAlgorithm(pem: string): PublicKeyAlgorithm {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: pem, format: "pem" });
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    throw new Error(`not a valid public key (${typeof code === "string" ? code : "unreadable"})`);
+  }
+  const type = key.asymmetricKeyType;
+  if (type === "rsa") {
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits < 2048) throw new Error(`RSA key of ${bits} bits: RS256 needs 2048 or more`);
+    return "RS256";
+  }
+  if (type === "ec") {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    if (curve === "prime256v1") return "ES256";
+    throw new Error(`EC curve ${curve ?? "(unknown)"} is not supported: use P-256 (ES256) or RSA (RS256)`);
+  }
+  throw new Error(`${type ?? "unknown"} keys are not supported: use RSA (RS256) or EC P-256 (ES256)`);
+}
+
+/** Imports AUTH_PUBLIC_KEY for the algorithm it verifies (the WebCrypto import the verifier uses). */
+export async function importPublicKey(pem: string): Promise<{ alg: PublicKeyAlgorithm; key: CryptoKey }> {
+  const alg = publicKeyAlgorithm(pem);
+  return { alg, key: (await importSPKI(pem, alg)) as CryptoKey };
+}
+
 export class Authenticator {
   private readonly secret: Uint8Array | undefined;
-  private publicKey: Promise<CryptoKey> | undefined;
+  private readonly publicKey: Promise<{ alg: PublicKeyAlgorithm; key: CryptoKey }> | undefined;
+  private readonly requireExp: boolean;
   /** Many connections share the same claims; one compiled Permissions per distinct `topics` claim. */
   private readonly cache = new Map<string, Permissions>();
 
   private constructor(config: Config) {
     this.secret = config.AUTH_SECRET === undefined ? undefined : new TextEncoder().encode(config.AUTH_SECRET);
-    if (config.AUTH_PUBLIC_KEY !== undefined) this.publicKey = importSPKI(config.AUTH_PUBLIC_KEY, "RS256") as Promise<CryptoKey>;
+    // loadConfig parsed the key and the entry point imported it before listening. A Config built in code skips
+    // both: a bad key there fails each verify (500), never the process through an unhandled rejection.
+    this.publicKey = config.AUTH_PUBLIC_KEY === undefined ? undefined : importPublicKey(config.AUTH_PUBLIC_KEY);
+    this.publicKey?.catch(() => {});
+    this.requireExp = config.AUTH_REQUIRE_EXP;
   }
 
   /** Undefined in open mode (neither AUTH_SECRET nor AUTH_PUBLIC_KEY set). */
@@ -82,7 +125,10 @@ export class Authenticator {
     return new Authenticator(config);
   }
 
-  /** Verifies signature, `exp` and `nbf`, then the claims' shape. Throws AuthError with a client-safe reason. */
+  /**
+   * Verifies signature, `exp` (required unless AUTH_REQUIRE_EXP=false) and `nbf`, then the claims' shape.
+   * Throws AuthError with a client-safe reason.
+   */
   async verify(token: string | undefined): Promise<Identity> {
     if (!token) throw new AuthError("missing token: pass ?token=<JWT> or Authorization: Bearer <JWT>");
     let alg: string | undefined;
@@ -91,7 +137,7 @@ export class Authenticator {
     } catch {
       throw new AuthError("malformed token");
     }
-    const key = alg === "HS256" ? this.secret : alg === "RS256" ? await this.publicKey : undefined;
+    const key = alg === "HS256" ? this.secret : await this.publicKeyFor(alg);
     if (key === undefined) throw new AuthError(`token algorithm ${alg ?? "none"} is not accepted here`);
     let payload: unknown;
     try {
@@ -107,11 +153,18 @@ export class Authenticator {
       const issue = claims.error.issues[0]!;
       throw new AuthError(`invalid token claims: ${issue.path.join(".")}: ${issue.message}`);
     }
+    // A token without exp never expires: one that leaked would open connections forever.
+    if (this.requireExp && claims.data.exp === undefined) throw new AuthError("token has no exp");
     return {
       sub: claims.data.sub,
       permissions: this.permissionsFor(claims.data.topics),
       expiresAtMs: claims.data.exp === undefined ? undefined : claims.data.exp * 1000,
     };
+  }
+
+  private async publicKeyFor(alg: string | undefined): Promise<CryptoKey | undefined> {
+    const publicKey = await this.publicKey;
+    return publicKey !== undefined && publicKey.alg === alg ? publicKey.key : undefined;
   }
 
   private permissionsFor(topics: TokenClaims["topics"]): Permissions {

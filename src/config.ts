@@ -1,6 +1,7 @@
 // Environment -> validated configuration. Every variable has a default so `bun run src/index.ts` works with
 // nothing set; a value that is set but wrong stops the process with a message naming the variable.
 import { z } from "zod";
+import { publicKeyAlgorithm } from "./auth.ts";
 
 /** A whole number written in decimal digits only ("", "1e3", "0x10", "5.5" and " 5" are all rejected). */
 const integer = (fallback: number, min: number, max: number) =>
@@ -62,17 +63,45 @@ export const ConfigSchema = z.object({
   PUBLISH_API_KEY: z.string().min(16, "must be at least 16 characters").optional(),
   /** Set: every /connect upgrade needs an HS256 JWT signed with it. Unset (and no AUTH_PUBLIC_KEY): open mode. */
   AUTH_SECRET: z.string().min(32, "must be at least 32 characters (HS256 needs 256 bits)").optional(),
-  /** PEM SPKI public key: accept RS256/ES256 tokens signed by its private key (alone or with AUTH_SECRET). */
+  /**
+   * PEM SPKI public key: accept RS256 (RSA, 2048+ bits) or ES256 (EC P-256) tokens signed by its private key,
+   * alone or with AUTH_SECRET. Parsed here, so a key the verifier could not use stops the start instead of
+   * failing every upgrade later.
+   */
   AUTH_PUBLIC_KEY: z
     .string()
-    .regex(/-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/, "must be a PEM public key (BEGIN PUBLIC KEY)")
+    .regex(/-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/, { message: "must be a PEM public key (BEGIN PUBLIC KEY)", abort: true })
+    .superRefine((pem, ctx) => {
+      try {
+        publicKeyAlgorithm(pem);
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+      }
+    })
     .optional(),
-  /** Comma-separated Origins allowed to upgrade (browsers send Origin); unset: any. */
+  /**
+   * Comma-separated Origins allowed to upgrade (browsers send Origin); unset: any. Written as the browser
+   * serializes an origin (lower-case scheme and host, no default port, no trailing slash), since the upgrade
+   * check compares the header with this list as exact strings.
+   */
   ALLOWED_ORIGINS: z
     .string()
-    .transform((s) => s.split(",").map((o) => o.trim()).filter(Boolean))
-    .pipe(z.array(z.url("each origin must be a URL like https://app.example.com")).min(1, "must list at least one origin"))
+    .transform((list, ctx) => {
+      const entries = list.split(",").map((o) => o.trim()).filter(Boolean);
+      const origins = new Set<string>();
+      for (const entry of entries) {
+        try {
+          origins.add(originOf(entry));
+        } catch (error) {
+          ctx.addIssue({ code: "custom", message: `${JSON.stringify(entry)}: ${(error as Error).message}` });
+        }
+      }
+      if (entries.length === 0) ctx.addIssue({ code: "custom", message: "must list at least one origin" });
+      return [...origins];
+    })
     .optional(),
+  /** Refuse tokens without `exp` (they would stay valid forever if leaked). `false` accepts them. */
+  AUTH_REQUIRE_EXP: boolean(true),
   /** Inbound messages per second per connection (token bucket); 0 = no limit. */
   RATE_LIMIT_MSGS_PER_S: integer(0, 0, 1_000_000),
   /** Bucket size: messages a connection may send at once before the rate applies. */
@@ -111,9 +140,39 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => {
     const name = String(issue.path[0] ?? "config");
-    return `${name}=${JSON.stringify(env[name] ?? "")}: ${issue.message}`;
+    return maskCredentials(`${name}=${shownValue(name, env[name] ?? "")}: ${issue.message}`);
   });
-  throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  throw new ConfigError(lines.length === 1 ? `invalid configuration: ${lines[0]}` : `invalid configuration:\n  ${lines.join("\n  ")}`);
+}
+
+/** Variables whose value is a credential: an error names them and gives the length, never the value. */
+const SECRETS = new Set(["AUTH_SECRET", "PUBLISH_API_KEY", "AUTH_PUBLIC_KEY"]);
+
+/**
+ * A value as an error message may show it: quoted (a stray space or quote shows), except credentials, whose
+ * length alone is shown. Error output ends up in CI logs and chat messages.
+ */
+export function shownValue(name: string, value: string): string {
+  return SECRETS.has(name) ? `<hidden: ${value.length} characters>` : JSON.stringify(value);
+}
+
+/** `scheme://user:password@host` -> `scheme://***@host`, wherever a URL appears (REDIS_URL carries its password so). */
+export const maskCredentials = (text: string): string => text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s,"]*@/gi, "$1***@");
+
+/**
+ * An ALLOWED_ORIGINS entry as browsers send it in `Origin` (`https://Good.Example:443/` -> `https://good.example`);
+ * throws the reason for anything that is not an origin, which would otherwise silently match no browser.
+ */
+function originOf(entry: string): string {
+  if (entry.includes("*")) throw new Error("wildcards are not supported: list each origin");
+  if (!URL.canParse(entry)) throw new Error("not a URL: write an origin like https://app.example.com");
+  const url = new URL(entry);
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`scheme ${url.protocol} is not http: or https:`);
+  if (url.username !== "" || url.password !== "") throw new Error("has credentials (user@): an origin never carries them");
+  if (url.pathname !== "/") throw new Error(`has a path (${url.pathname}): an origin is scheme://host[:port] only`);
+  if (url.search !== "" || entry.includes("?")) throw new Error("has a query: an origin is scheme://host[:port] only");
+  if (url.hash !== "" || entry.includes("#")) throw new Error("has a fragment: an origin is scheme://host[:port] only");
+  return url.origin;
 }
 
 /** Config for tests and embedding: defaults, then the overrides given. */

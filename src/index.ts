@@ -1,6 +1,9 @@
 // Entry point: config -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
+// Exit codes: 0 after a drain, 1 a supervisor that gave up (or a crash), 2 bad configuration, 3 cannot listen.
+// A start-up failure is one line on stderr naming the variable, never a stack trace or a secret's value.
 import { openModeWarning } from "./admission.ts";
-import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { importPublicKey } from "./auth.ts";
+import { ConfigError, loadConfig, shownValue, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";
 import { supervise } from "./supervisor.ts";
@@ -13,13 +16,49 @@ try {
   console.error(`switchboard: ${error.message}`);
   process.exit(2);
 }
+// loadConfig parsed the key; this is the WebCrypto import the verifier will use, so it cannot fail later.
+if (config.AUTH_PUBLIC_KEY !== undefined) {
+  try {
+    await importPublicKey(config.AUTH_PUBLIC_KEY);
+  } catch (error) {
+    const shown = shownValue("AUTH_PUBLIC_KEY", config.AUTH_PUBLIC_KEY);
+    console.error(`switchboard: invalid configuration: AUTH_PUBLIC_KEY=${shown}: cannot be imported (${(error as Error).message})`);
+    process.exit(2);
+  }
+}
 
 const log = new Logger(config.LOG_LEVEL);
 // Keep serving the other connections whatever one async path does; log it so it gets fixed.
 process.on("unhandledRejection", (reason) => log.error("unhandled_rejection", errorFields(reason)));
 
-if (config.WORKERS > 1) await supervise(config, log);
-else serveHere(config, log);
+try {
+  if (config.WORKERS > 1) await supervise(config, log);
+  else serveHere(config, log);
+} catch (error) {
+  const reason = listenFailure(config, error);
+  if (reason === undefined) throw error;
+  console.error(`switchboard: ${reason}`);
+  process.exit(3);
+}
+
+/** One line for a failed bind (Bun throws from listen with the framework's source excerpt); else undefined. */
+function listenFailure(config: Config, error: unknown): string | undefined {
+  const { code, syscall } = (error ?? {}) as { code?: unknown; syscall?: unknown };
+  if (syscall !== "listen") return undefined;
+  const { PORT: port, HOST: host } = config;
+  switch (code) {
+    case "EADDRINUSE":
+      return `port ${port} is already in use on ${host}`;
+    case "EACCES":
+      return `cannot listen on port ${port} of HOST=${host}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)`;
+    case "EADDRNOTAVAIL":
+      return `cannot listen on HOST=${host}: address not available on this machine`;
+    case "EINVAL":
+      return `cannot listen on HOST=${host}: not an address this machine can bind`;
+    default:
+      return `cannot listen on HOST=${host} port ${port}: ${(error as Error).message}`;
+  }
+}
 
 function serveHere(config: Config, log: Logger): void {
   const running = startServer(config, { log });

@@ -1,6 +1,7 @@
 // Who may connect and what they may do: the token matrix, topic permissions, expiry while connected, Origin.
 import { afterAll, describe, expect, test } from "bun:test";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { loadConfig } from "../src/config.ts";
 import { Client, serve, spawnEntry, stopAll, within, type TestServer } from "./helpers.ts";
 
 afterAll(stopAll);
@@ -90,6 +91,16 @@ describe("token matrix", () => {
     c.close();
   });
 
+  test("a token without exp: 401 (AUTH_REQUIRE_EXP defaults to true)", async () => {
+    expect(await upgrade(server, `?token=${await token(everything)}`)).toEqual({ status: 401, body: { error: "token has no exp" } });
+  });
+
+  test("AUTH_REQUIRE_EXP=false accepts a token without exp; exp, when present, still applies", async () => {
+    const lenient = serve({ AUTH_SECRET: SECRET, AUTH_REQUIRE_EXP: loadConfig({ AUTH_REQUIRE_EXP: "false" }).AUTH_REQUIRE_EXP });
+    expect((await upgrade(lenient, `?token=${await token(everything)}`)).status).toBe(101);
+    expect(await upgrade(lenient, `?token=${await token({ ...everything, exp: now() - 10 })}`)).toEqual({ status: 401, body: { error: "token expired" } });
+  });
+
   test("RS256 tokens verify against AUTH_PUBLIC_KEY", async () => {
     const { publicKey, privateKey } = await generateKeyPair("RS256", { extractable: true });
     const rsa = serve({ AUTH_PUBLIC_KEY: await exportSPKI(publicKey) });
@@ -101,12 +112,22 @@ describe("token matrix", () => {
       body: { error: "token algorithm HS256 is not accepted here" },
     });
   });
+
+  test("ES256 tokens verify against an EC P-256 AUTH_PUBLIC_KEY; RS256 ones are then refused", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+    const ec = serve({ AUTH_PUBLIC_KEY: loadConfig({ AUTH_PUBLIC_KEY: await exportSPKI(publicKey) }).AUTH_PUBLIC_KEY });
+    const jwt = await new SignJWT(everything).setProtectedHeader({ alg: "ES256" }).setExpirationTime("1m").sign(privateKey);
+    expect((await upgrade(ec, `?token=${jwt}`)).status).toBe(101);
+    const rsaKey = (await generateKeyPair("RS256")).privateKey;
+    const rs256 = await new SignJWT(everything).setProtectedHeader({ alg: "RS256" }).setExpirationTime("1m").sign(rsaKey);
+    expect(await upgrade(ec, `?token=${rs256}`)).toEqual({ status: 401, body: { error: "token algorithm RS256 is not accepted here" } });
+  });
 });
 
 describe("topic permissions", () => {
   const server = serve({ AUTH_SECRET: SECRET });
   const connectAs = async (claims: Claims) => {
-    const c = await Client.open(server.ws(`/connect?token=${await token(claims)}` as "/connect"));
+    const c = await Client.open(server.ws(`/connect?token=${await token({ exp: now() + 60, ...claims })}` as "/connect"));
     await c.json();
     return c;
   };
@@ -174,6 +195,16 @@ describe("ALLOWED_ORIGINS", () => {
       headers: { upgrade: "websocket", connection: "upgrade", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13", origin: "https://evil.example" },
     });
     expect(echo.status).toBe(403);
+  });
+
+  test("entries written with a trailing slash, upper case or the default port admit the browser's Origin", async () => {
+    const { ALLOWED_ORIGINS } = loadConfig({ ALLOWED_ORIGINS: "https://good.example/,https://Other.Example,https://third.example:443,http://dev.example:8080/" });
+    const server = serve({ ALLOWED_ORIGINS });
+    for (const origin of ["https://good.example", "https://other.example", "https://third.example", "http://dev.example:8080"]) {
+      expect({ origin, status: (await upgrade(server, "", { origin })).status }).toEqual({ origin, status: 101 });
+    }
+    expect(await upgrade(server, "", { origin: "http://good.example" })).toEqual({ status: 403, body: { error: "origin http://good.example is not allowed" } });
+    expect((await upgrade(server, "", { origin: "http://dev.example" })).status).toBe(403);
   });
 });
 

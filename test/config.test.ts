@@ -2,6 +2,17 @@
 import { describe, expect, test } from "bun:test";
 import { ConfigError, loadConfig } from "../src/config.ts";
 
+/** The message loadConfig throws for `env` (fails the test if it does not throw). */
+function errorOf(env: Record<string, string>): string {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
 describe("loadConfig", () => {
   test("defaults with nothing set", () => {
     expect(loadConfig({})).toEqual({
@@ -22,6 +33,7 @@ describe("loadConfig", () => {
       RATE_LIMIT_BURST: 100,
       MAX_CONNECTIONS: 0,
       MAX_CONNECTIONS_PER_IP: 0,
+      AUTH_REQUIRE_EXP: true,
       REUSE_PORT: false,
     });
   });
@@ -59,15 +71,32 @@ describe("loadConfig", () => {
     ["REDIS_URL", "http://127.0.0.1:6379"],
     ["WORKERS", "0"],
     ["WORKERS", "many"],
-    ["PUBLISH_API_KEY", "short"],
-    ["AUTH_SECRET", "too-short"],
-    ["AUTH_PUBLIC_KEY", "not a pem"],
     ["ALLOWED_ORIGINS", "example.com"],
+    ["AUTH_REQUIRE_EXP", "no"],
     ["RATE_LIMIT_BURST", "0"],
     ["MAX_CONNECTIONS", "-5"],
-  ])("%s=%p is rejected with a message naming the variable", (name, value) => {
-    expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
-    expect(() => loadConfig({ [name]: value })).toThrow(`${name}=${JSON.stringify(value)}`);
+  ])("%s=%p is rejected with a one-line message naming the variable and showing the value", (name, value) => {
+    const message = errorOf({ [name]: value });
+    expect(message.startsWith(`invalid configuration: ${name}=${JSON.stringify(value)}: `)).toBe(true);
+    expect(message).not.toContain("\n");
+  });
+
+  test.each([
+    ["PUBLISH_API_KEY", "short-key", "must be at least 16 characters"],
+    ["AUTH_SECRET", "too-short", "must be at least 32 characters (HS256 needs 256 bits)"],
+    ["AUTH_PUBLIC_KEY", "not a pem", "must be a PEM public key (BEGIN PUBLIC KEY)"],
+    ["AUTH_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "not a valid public key (ERR_OSSL_EVP_DECODE_ERROR)"],
+  ])("secret %s: the message names it and gives its length, never its value", (name, value, reason) => {
+    expect(errorOf({ [name]: value })).toBe(`invalid configuration: ${name}=<hidden: ${value.length} characters>: ${reason}`);
+  });
+
+  test("a password in a URL is masked wherever a value shows it", () => {
+    expect(errorOf({ REDIS_URL: "http://admin:s3cret@cache:6379" })).toBe(
+      'invalid configuration: REDIS_URL="http://***@cache:6379": must be a redis:// (or rediss://, valkey://) URL',
+    );
+    expect(errorOf({ ALLOWED_ORIGINS: "https://u:pw@a.example" })).toBe(
+      'invalid configuration: ALLOWED_ORIGINS="https://***@a.example": "https://***@a.example": has credentials (user@): an origin never carries them',
+    );
   });
 
   test("WORKERS above 1 needs REDIS_URL; auto means one per core", () => {
@@ -76,11 +105,39 @@ describe("loadConfig", () => {
     expect(loadConfig({ WORKERS: "auto", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(navigator.hardwareConcurrency);
   });
 
-  test("ALLOWED_ORIGINS is a comma list of URLs", () => {
+  test("ALLOWED_ORIGINS is a comma list of origins", () => {
     expect(loadConfig({ ALLOWED_ORIGINS: "https://a.example, http://localhost:5173" }).ALLOWED_ORIGINS).toEqual([
       "https://a.example",
       "http://localhost:5173",
     ]);
+  });
+
+  test("ALLOWED_ORIGINS entries are normalized to what browsers send in Origin", () => {
+    const list = "https://good.example/, https://Good.Example, https://good.example:443, HTTP://LocalHost:80/, http://localhost:5173, http://[::1]:8080";
+    expect(loadConfig({ ALLOWED_ORIGINS: list }).ALLOWED_ORIGINS).toEqual(["https://good.example", "http://localhost", "http://localhost:5173", "http://[::1]:8080"]);
+  });
+
+  test.each([
+    ["https://good.example/app", '"https://good.example/app": has a path (/app): an origin is scheme://host[:port] only'],
+    ["https://good.example?x=1", '"https://good.example?x=1": has a query'],
+    ["https://good.example/?", '"https://good.example/?": has a query'],
+    ["https://good.example#top", '"https://good.example#top": has a fragment'],
+    ["https://*.good.example", '"https://*.good.example": wildcards are not supported: list each origin'],
+    ["ftp://good.example", '"ftp://good.example": scheme ftp: is not http: or https:'],
+    ["localhost:5173", '"localhost:5173": scheme localhost: is not http: or https:'],
+    ["null", '"null": not a URL: write an origin like https://app.example.com'],
+  ])("ALLOWED_ORIGINS entry %p is refused with the reason, even beside good ones", (entry, reason) => {
+    const value = `https://ok.example,${entry}`;
+    expect(errorOf({ ALLOWED_ORIGINS: value })).toStartWith(`invalid configuration: ALLOWED_ORIGINS=${JSON.stringify(value)}: ${reason}`);
+  });
+
+  test("ALLOWED_ORIGINS with no entry is refused", () => {
+    expect(errorOf({ ALLOWED_ORIGINS: " , " })).toBe('invalid configuration: ALLOWED_ORIGINS=" , ": must list at least one origin');
+  });
+
+  test("AUTH_REQUIRE_EXP is on unless set false", () => {
+    expect(loadConfig({}).AUTH_REQUIRE_EXP).toBe(true);
+    expect(loadConfig({ AUTH_REQUIRE_EXP: "false" }).AUTH_REQUIRE_EXP).toBe(false);
   });
 
   test("several bad values are all reported at once", () => {
