@@ -1,6 +1,6 @@
 // The docker-compose topology with real processes instead of containers: a real redis-server, three
 // switchboard replicas (the real entry point) and HAProxy with deploy/haproxy.cfg's balancing and health
-// checks, pointed at local ports. Skipped where haproxy is not installed (`apt-get install haproxy`).
+// checks and its per-source connection cap, pointed at local ports. Skipped where haproxy is not installed (`apt-get install haproxy`).
 //
 // Deterministic under load: the test waits for HAProxy's own view of its servers (its stats socket) instead
 // of timing, and health checks get a long answer timeout, so a replica slow to answer on a busy machine is not
@@ -54,9 +54,9 @@ interface ServerView {
   sessions: number;
 }
 
-/** HAProxy's view of the backend's servers, from `show stat` on its stats socket. */
-async function haproxyView(socket: string): Promise<Map<string, ServerView>> {
-  const csv = await within(
+/** `show stat` on HAProxy's stats socket (CSV). */
+function statsCsv(socket: string): Promise<string> {
+  return within(
     new Promise<string>((resolve, reject) => {
       let out = "";
       const conn = net.createConnection(socket);
@@ -68,6 +68,11 @@ async function haproxyView(socket: string): Promise<Map<string, ServerView>> {
     3000,
     "haproxy show stat",
   );
+}
+
+/** HAProxy's view of the backend's servers, from `show stat` on its stats socket. */
+async function haproxyView(socket: string): Promise<Map<string, ServerView>> {
+  const csv = await statsCsv(socket);
   const [header, ...rows] = csv.trim().split("\n");
   const columns = header!.replace(/^# /, "").split(",");
   const at = (name: string) => columns.indexOf(name);
@@ -89,6 +94,48 @@ async function untilView(socket: string, check: (view: Map<string, ServerView>) 
     if (performance.now() > deadline) throw new Error(`HAProxy never saw ${what}: ${JSON.stringify([...last])}`);
     await Bun.sleep(50);
   }
+}
+
+function openTcp(port: number): Promise<net.Socket> {
+  return within(
+    new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.createConnection({ host: "127.0.0.1", port }, () => resolve(socket));
+      socket.on("error", reject);
+    }),
+    3000,
+    "tcp connect",
+  );
+}
+
+/** GET /healthz through the load balancer on a fresh connection: its status line, or "refused" when closed unanswered. */
+async function healthzThrough(port: number): Promise<string> {
+  return within(
+    new Promise<string>((resolve) => {
+      const socket = net.createConnection({ host: "127.0.0.1", port });
+      let reply = "";
+      socket.on("data", (chunk) => {
+        reply += chunk;
+        if (reply.includes("\r\n")) {
+          resolve(reply.slice(0, reply.indexOf("\r\n")));
+          socket.destroy();
+        }
+      });
+      socket.on("close", () => resolve(reply === "" ? "refused" : reply));
+      socket.on("error", () => resolve("refused")); // reset on accept
+      socket.write("GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    }),
+    3000,
+    "healthz through HAProxy",
+  );
+}
+
+/** Connections HAProxy's frontend holds now (`scur` of ws_in). */
+async function frontendSessions(socket: string): Promise<number> {
+  const csv = await statsCsv(socket);
+  const [header, ...rows] = csv.trim().split("\n");
+  const columns = header!.replace(/^# /, "").split(",");
+  const row = rows.map((r) => r.split(",")).find((f) => f[columns.indexOf("pxname")] === "ws_in" && f[columns.indexOf("svname")] === "FRONTEND");
+  return Number(row?.[columns.indexOf("scur")] ?? -1);
 }
 
 const prefixOf = (frame: { type: string; connectionId?: string }) => frame.connectionId?.split("-")[0] ?? `(${frame.type})`;
@@ -159,5 +206,15 @@ describe.skipIf(haproxy === null)("compose topology with real processes", () => 
     for (const c of [...survivors, again]) expect(c.socket.readyState).toBe(WebSocket.OPEN);
     for (const c of [...clients, again]) c.close();
     await until(() => [...clients, again].every((c) => c.socket.readyState === WebSocket.CLOSED), 5000, "clients closed");
+
+    // Slowloris at the load balancer: 200 connections from one address that never send a request fill its
+    // per-source cap; the next one is refused on accept (no answer), and a freed place is usable again.
+    await until(async () => (await frontendSessions(statsSocket)) === 0, 5000, "HAProxy to see the clients go");
+    const idle = await Promise.all(Array.from({ length: 200 }, () => openTcp(lbPort)));
+    await until(async () => (await frontendSessions(statsSocket)) === 200, 5000, "200 idle connections at HAProxy");
+    expect(await healthzThrough(lbPort)).toBe("refused");
+    idle[0]!.destroy();
+    await until(async () => (await healthzThrough(lbPort)) === "HTTP/1.1 200 OK", 4000, "a freed place");
+    for (const socket of idle) socket.destroy();
   }, 60_000);
 });
