@@ -7,9 +7,9 @@ import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { readBoundedText } from "./http/bounded-body.ts";
 import { textNestsTooDeep } from "./json-depth.ts";
 import { ClientFrame, HttpPublishBody, Route, ServerFrame } from "./protocol.ts";
-import { BAD_HANDSHAKE, createAdmission } from "./admission.ts";
+import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
-import { publishKeyCheck } from "./publish-auth.ts";
+import { publishKeyCheck } from "./auth/api-key.ts";
 
 const NOT_JSON = 'body must be JSON: {"topic": string, "data": any JSON}';
 /**

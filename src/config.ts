@@ -1,7 +1,7 @@
 // Environment -> validated configuration. Every variable has a default so `bun run src/index.ts` works with
 // nothing set; a value that is set but wrong stops the process with a message naming the variable.
 import { z } from "zod";
-import { publicKeyAlgorithm } from "./auth.ts";
+import { publicKeyAlgorithm } from "./auth/tokens.ts";
 
 /** A whole number written in decimal digits only ("", "1e3", "0x10", "5.5" and " 5" are all rejected). */
 const integer = (fallback: number, min: number, max: number) =>

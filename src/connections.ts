@@ -5,7 +5,7 @@
 // converted on open, or expires if the upgrade never completes. So MAX_CONNECTIONS and
 // MAX_CONNECTIONS_PER_IP hold under any number of simultaneous upgrades.
 import type { ServerWebSocket } from "bun";
-import type { Identity } from "./auth.ts";
+import type { Identity } from "./auth/tokens.ts";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Beating, WheelSlot } from "./heartbeat.ts";

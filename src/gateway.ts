@@ -8,7 +8,7 @@
 // On open, Elysia's request context (which it stores in `ws.data` for the life of the socket) is replaced by
 // a `Conn` of a few fields, which keeps idle connections small.
 import type { ServerWebSocket, WebSocketHandler } from "bun";
-import type { Identity } from "./auth.ts";
+import type { Identity } from "./auth/tokens.ts";
 import type { BrokerStatus, Broker } from "./broker/broker.ts";
 import { compressFromFor } from "./broker/broker.ts";
 import type { Clock } from "./clock.ts";

@@ -1,8 +1,8 @@
 // Entry point: config -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
 // Exit codes: 0 after a drain, 1 a supervisor that gave up (or a crash), 2 bad configuration, 3 cannot listen.
 // A start-up failure is one line on stderr naming the variable, never a stack trace or a secret's value.
-import { openModeWarning } from "./admission.ts";
-import { importPublicKey } from "./auth.ts";
+import { openModeWarning } from "./auth/admission.ts";
+import { importPublicKey } from "./auth/tokens.ts";
 import { ConfigError, loadConfig, shownValue, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";

@@ -5,7 +5,7 @@
 // Ordering guarantee: a socket is natively subscribed to a topic in the same synchronous step that sends its
 // `subscribed`, and only once the broker says messages from other nodes will arrive. So no `message` of T
 // ever precedes T's `subscribed` on a connection, and `subscribed` means cross-node messages of T arrive.
-import type { Identity } from "./auth.ts";
+import type { Identity } from "./auth/tokens.ts";
 import type { Broker } from "./broker/broker.ts";
 import type { Conn, PendingSubscription } from "./connections.ts";
 import type { Hub } from "./hub.ts";

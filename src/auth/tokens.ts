@@ -3,7 +3,7 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { decodeProtectedHeader, errors, importSPKI, jwtVerify } from "jose";
 import { z } from "zod";
-import type { Config } from "./config.ts";
+import type { Config } from "../config.ts";
 
 /**
  * What a token must carry. `topics` patterns are exact topic names or prefixes ending in `*`

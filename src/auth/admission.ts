@@ -4,12 +4,12 @@
 // The caps reserve a slot in the connection registry before the token check, which is asynchronous: the
 // slot counts at once, so simultaneous upgrades cannot all pass a cap that only open connections would fill.
 import { status } from "elysia";
-import { AuthError, Authenticator, tokenFrom } from "./auth.ts";
-import type { Config } from "./config.ts";
-import type { Admitted, Gateway } from "./gateway.ts";
-import type { Slot } from "./connections.ts";
-import { Route } from "./protocol.ts";
-import type { Logger } from "./log.ts";
+import { AuthError, Authenticator, tokenFrom } from "./tokens.ts";
+import type { Config } from "../config.ts";
+import type { Admitted, Gateway } from "../gateway.ts";
+import type { Slot } from "../connections.ts";
+import { Route } from "../protocol.ts";
+import type { Logger } from "../log.ts";
 
 interface UpgradeContext {
   request: Request;

@@ -1,6 +1,6 @@
 // Bearer-key check for POST /publish: 403 when the route is disabled, 401 for a missing or wrong key.
 import { status } from "elysia";
-import { bearerOf } from "./auth.ts";
+import { bearerOf } from "./tokens.ts";
 
 /** Returns a check to run on the Authorization header; compares SHA-256 digests in constant time. */
 export function publishKeyCheck(apiKey: string | undefined) {
