@@ -9,9 +9,13 @@
 // - Failure: Bun's RedisClient neither restores subscriptions after a reconnect nor, with its offline queue,
 //   refuses commands while down, and a Redis that hangs (SIGSTOP) looks connected while every command queues
 //   without bound (docs/bun-notes.md). So this broker owns the lifecycle: fresh publisher + subscriber clients
-//   per connection, no offline queue, a PING health check with a deadline (a stalled Redis is dropped and
-//   reconnected like a lost one), a bound on bytes sent but not yet answered (past it cross-node copies are
-//   dropped and counted), and backoff between attempts.
+//   per connection, no offline queue, a health check with a deadline, a bound on what is sent but not yet
+//   answered (past it cross-node copies are dropped and counted), and backoff between attempts.
+// - Health: every timeoutMs/4 both connections send a PING (RESP3 allows it in subscriber mode), and both
+//   answers must come back within timeoutMs. That catches a hung Redis and a half-open subscriber connection
+//   (killed by a NAT while the publisher still works), and keeps an idle subscriber from being cut for
+//   idleness. A connection that dies soon after it was made does not reset the reconnect backoff, so a
+//   Redis that drops us at once (or refuses a channel: see ./redis-channels.ts) is not hammered.
 import { RedisClient } from "bun";
 import { systemClock, type Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -24,11 +28,11 @@ const SEPARATOR = "|";
 export interface RedisBrokerOptions {
   url: string;
   log: Logger;
-  /** A PING (health check) or a connection attempt unanswered this long marks Redis stalled. */
+  /** A health PING or a connection attempt unanswered this long marks Redis stalled. */
   timeoutMs: number;
-  /** Cross-node bytes sent but not yet acknowledged by Redis; beyond it publishes are not sent (dropped). */
+  /** Cross-node payload (frame characters) sent but not yet acknowledged; beyond it publishes are dropped. */
   maxPendingBytes: number;
-  /** How long `subscribed` waits for Redis to confirm before replying anyway (the node is then degraded). */
+  /** How long `subscribed` waits for a connected Redis to confirm before replying anyway. */
   confirmMs?: number;
   /** Backoff between reconnect attempts: full jitter up to min(capMs, baseMs * 2^attempt). */
   baseMs?: number;
@@ -36,18 +40,56 @@ export interface RedisBrokerOptions {
   clock?: Clock;
 }
 
+/** One connection to Redis (publisher + subscriber) and what is in flight on it. */
+class Link {
+  /** Sizes of PUBLISHes awaiting their reply, oldest first (Redis answers a connection in order). */
+  private readonly sizes: number[] = [];
+  private head = 0;
+  pendingBytes = 0;
+  /** When the health PINGs in flight were sent (-1: none), and how many of the two are still unanswered. */
+  probeSentAt = -1;
+  probesOut = 0;
+  readonly onPong = (): void => {
+    if (--this.probesOut === 0) this.probeSentAt = -1;
+  };
+  /** Shared reply handlers: no closure per publish. */
+  readonly onSent = (): void => void this.settled();
+  readonly onFailed = (): void => {
+    this.settled();
+    this.countFailure();
+  };
+
+  constructor(
+    readonly pub: RedisClient,
+    readonly sub: RedisClient,
+    private readonly countFailure: () => void,
+  ) {}
+
+  sent(size: number): void {
+    this.sizes.push(size);
+    this.pendingBytes += size;
+  }
+
+  private settled(): void {
+    this.pendingBytes -= this.sizes[this.head++] ?? 0;
+    if (this.head === this.sizes.length) {
+      this.sizes.length = 0;
+      this.head = 0;
+    }
+  }
+}
+
 export class RedisBroker implements Broker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
   readonly nodeId = crypto.randomUUID().slice(0, 8);
   /**
    * sent/received: payloads to and from Redis. dropped: cross-node copies not sent (Redis unreachable,
-   * stalled, or over maxPendingBytes) or whose PUBLISH failed. stalls: health checks that timed out.
+   * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
+   * stalls: health probes that did not come back in time.
    */
-  readonly counters = { sent: 0, received: 0, dropped: 0, reconnects: 0, stalls: 0, subscribe_timeouts: 0, subscribe_failures: 0 };
-
+  readonly counters = { sent: 0, received: 0, dropped: 0, failed: 0, reconnects: 0, stalls: 0, subscribe_timeouts: 0, subscribe_failures: 0 };
   private deliver: Deliver | undefined;
-  private pub: RedisClient | undefined;
-  private ready = false;
+  private link: Link | undefined;
   private lastError = "connecting";
   private closed = false;
   /** Ends the current connection (lost, stalled, broken, or close()). */
@@ -56,26 +98,24 @@ export class RedisBroker implements Broker {
   private readonly prefix: string;
   private readonly channels: RedisChannels;
   private readonly clock: Clock;
-  /** Bytes handed to the current publisher connection and not yet answered; reset with each connection. */
-  private pendingBytes = 0;
-  private generation = 0;
-  private pingSentAt = -1;
   private stopHealth: (() => void) | undefined;
 
   constructor(private readonly options: RedisBrokerOptions) {
     this.prefix = `${this.nodeId}${SEPARATOR}`;
     this.clock = options.clock ?? systemClock;
+    const topicOf = (channel: string) => channel.slice(CHANNEL_PREFIX.length);
     this.channels = new RedisChannels(
       {
-        failed: (channel, op, error) => {
+        failed: (channel, op, error, first) => {
           this.counters.subscribe_failures++;
           const message = error instanceof Error ? error.message : String(error);
-          options.log.warn(`redis_${op}_failed`, { topic: channel.slice(CHANNEL_PREFIX.length), error: message });
-          if (op === "unsubscribe") this.hangUp?.(`UNSUBSCRIBE failed: ${message}`);
+          if (first) options.log.warn(`redis_${op}_failed`, { topic: topicOf(channel), error: message, note: "reconnecting; the channel is retried with backoff" });
+          this.hangUp?.(`${op.toUpperCase()} failed: ${message}`);
         },
+        recovered: (channel, failures) => options.log.info("redis_subscribe_recovered", { topic: topicOf(channel), failures }),
         confirmTimedOut: (channel) => {
           this.counters.subscribe_timeouts++;
-          options.log.warn("redis_subscribe_slow", { topic: channel.slice(CHANNEL_PREFIX.length), waitedMs: options.confirmMs ?? 2000 });
+          options.log.warn("redis_subscribe_slow", { topic: topicOf(channel), waitedMs: options.confirmMs ?? 2000 });
         },
       },
       options.confirmMs ?? 2000,
@@ -91,31 +131,19 @@ export class RedisBroker implements Broker {
 
   publish(topic: string, frame: string): Promise<void> {
     this.deliver!(topic, frame);
-    const pub = this.pub;
+    const link = this.link;
     const size = frame.length + this.prefix.length;
-    if (pub === undefined || !this.ready || this.pendingBytes + size > this.options.maxPendingBytes) {
+    if (link === undefined || link.pendingBytes + size > this.options.maxPendingBytes) {
       this.counters.dropped++;
       return PUBLISHED;
     }
     this.counters.sent++;
-    this.pendingBytes += size;
-    const generation = this.generation;
-    return pub.publish(CHANNEL_PREFIX + topic, this.prefix + frame).then(
-      () => {
-        if (generation === this.generation) this.pendingBytes -= size;
-      },
-      () => {
-        if (generation === this.generation) this.pendingBytes -= size;
-        this.counters.dropped++;
-      },
-    );
+    link.sent(size);
+    return link.pub.publish(CHANNEL_PREFIX + topic, this.prefix + frame).then(link.onSent, link.onFailed);
   }
 
   subscribe(topic: string): Promise<void> | undefined {
-    const confirmed = this.channels.want(CHANNEL_PREFIX + topic);
-    // While Redis is unreachable, waiting cannot make cross-node delivery true: confirm at once (the node is
-    // degraded and says so on /readyz); the channel is subscribed as soon as Redis is back.
-    return this.ready ? confirmed : undefined;
+    return this.channels.want(CHANNEL_PREFIX + topic);
   }
 
   unsubscribe(topic: string): void {
@@ -123,17 +151,17 @@ export class RedisBroker implements Broker {
   }
 
   status(): BrokerStatus {
-    return this.ready ? { kind: "redis", ready: true } : { kind: "redis", ready: false, detail: this.lastError };
+    return this.link !== undefined ? { kind: "redis", ready: true } : { kind: "redis", ready: false, detail: this.lastError };
   }
 
   gauges(): Record<string, number> {
     const { wanted, subscribed } = this.channels.counts();
-    return { pending_bytes: this.pendingBytes, channels_wanted: wanted, channels_subscribed: subscribed };
+    return { pending_bytes: this.link?.pendingBytes ?? 0, channels_wanted: wanted, channels_subscribed: subscribed };
   }
 
   /** True when Redis subscriptions equal local interest right now (tests wait for it). */
   converged(): boolean {
-    return this.ready && this.channels.converged();
+    return this.link !== undefined && this.channels.converged();
   }
 
   async close(): Promise<void> {
@@ -152,25 +180,23 @@ export class RedisBroker implements Broker {
     this.deliver(channel.slice(CHANNEL_PREFIX.length), payload.slice(cut + 1));
   };
 
-  /** A PING unanswered for timeoutMs means Redis hangs (SIGSTOP, overload): drop it and reconnect. */
+  private readonly countFailure = (): void => void this.counters.failed++;
+
+  /** PINGs not answered within timeoutMs mean Redis or a connection hangs: drop it, reconnect. */
   private readonly checkHealth = (): void => {
-    const pub = this.pub;
-    if (pub === undefined || !this.ready) return;
+    const link = this.link;
+    if (link === undefined) return;
     const now = this.clock.now();
-    if (this.pingSentAt >= 0) {
-      if (now - this.pingSentAt < this.options.timeoutMs) return;
+    if (link.probeSentAt >= 0) {
+      if (now - link.probeSentAt < this.options.timeoutMs) return;
       this.counters.stalls++;
       this.hangUp?.(`redis did not answer PING within ${this.options.timeoutMs} ms`);
       return;
     }
-    this.pingSentAt = now;
-    const generation = this.generation;
-    pub.send("PING", []).then(
-      () => {
-        if (generation === this.generation) this.pingSentAt = -1;
-      },
-      () => {}, // a failed PING closes the client, which onclose reports
-    );
+    link.probeSentAt = now;
+    link.probesOut = 2;
+    // A failed PING closes its client, which onclose reports.
+    for (const client of [link.pub, link.sub]) client.send("PING", []).then(link.onPong, () => {});
   };
 
   /** Connect, restore interest, wait until the connection ends, back off, repeat until close(). */
@@ -198,19 +224,17 @@ export class RedisBroker implements Broker {
         const failure = await Promise.race([connected, ended, deadline]);
         if (failure !== undefined) throw new Error(failure);
         if (this.closed) break;
-        this.generation++;
-        this.pendingBytes = 0;
-        this.pingSentAt = -1;
-        this.pub = pub;
-        this.ready = true;
-        this.channels.connected({
+        this.link = new Link(pub, sub, this.countFailure);
+        this.channels.use({
           subscribe: (channel) => sub.subscribe(channel, this.onPayload),
           unsubscribe: (channel) => sub.unsubscribe(channel),
         });
         if (attempt > 0 || this.counters.reconnects > 0) log.info("redis_restored", { node: this.nodeId, channels: this.channels.counts().wanted });
         else log.info("redis_connected", { node: this.nodeId });
-        attempt = 0;
+        const connectedAt = performance.now();
         this.lastError = await ended;
+        // Only a connection that lasted resets the backoff: one dropped at once is retried like a failed one.
+        if (performance.now() - connectedAt >= timeoutMs) attempt = 0;
         if (this.closed) break;
         this.counters.reconnects++;
         const stalled = this.lastError.startsWith("redis did not answer");
@@ -223,12 +247,9 @@ export class RedisBroker implements Broker {
         this.lastError = error instanceof Error ? error.message : String(error);
         if (attempt === 0) log.warn("redis_unreachable", { node: this.nodeId, error: this.lastError });
       } finally {
-        this.ready = false;
-        this.generation++;
-        this.pendingBytes = 0;
-        this.pub = undefined;
+        this.link = undefined;
         this.hangUp = undefined;
-        this.channels.disconnected();
+        this.channels.use(undefined);
         for (const client of [pub, sub]) {
           client.onclose = null;
           try {
