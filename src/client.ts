@@ -168,6 +168,9 @@ export function parseServerUrl(url: string): { base: string; query: Record<strin
 }
 
 /** A timer that never fires for Infinity, and waits at most ~24.8 days (the platform's limit) otherwise. */
+/** Around how long a subscribe or unsubscribe refused with rate_limited waits before it is sent again (jittered). */
+const RATE_LIMITED_RETRY_MS = 1000;
+
 function timer(ms: number, fn: () => void): ReturnType<typeof setTimeout> | undefined {
   return Number.isFinite(ms) ? setTimeout(fn, Math.min(ms, MAX_TIMER_MS)) : undefined;
 }
@@ -273,7 +276,8 @@ export class SwitchboardClient {
    * Delivers every message on `topic` to `handler` until the returned function is called. Held topics are
    * resubscribed after every reconnect. A refused subscribe (invalid_topic, forbidden, too_many_topics) is
    * reported as an `error` event carrying a SwitchboardError with `.topic`, and the topic is dropped with
-   * all its handlers (it is not re-sent on reconnect).
+   * all its handlers (it is not re-sent on reconnect). One refused with rate_limited is sent again after
+   * about a second (the topic is kept).
    */
   subscribe<T extends Json = Json>(topic: string, handler: Handler<T>): () => void {
     let subscription = this.topics.get(topic);
@@ -617,6 +621,7 @@ export class SwitchboardClient {
       return;
     }
     this.control.delete(id as number);
+    if (frame.code === "rate_limited") return this.retryControl(control, id as number);
     // Unsubscribing from a topic the server does not hold (its subscribe was refused, which was reported)
     // reaches the state we want.
     if (control.type === "unsubscribe" && (frame.code === "not_subscribed" || frame.code === "invalid_topic")) return;
@@ -625,6 +630,22 @@ export class SwitchboardClient {
       this.topics.delete(control.topic);
     }
     this.emit("error", { error: new SwitchboardError(frame.code, frame.message, control.topic) });
+  }
+
+  /**
+   * A subscribe or unsubscribe refused by the rate limit is transient (a reconnect's resubscribe burst meets a
+   * budget that reconnecting does not refill): ask again after a pause, if it is still wanted then, instead of
+   * dropping the topic. A reconnect meanwhile resubscribes everything held anyway.
+   */
+  private retryControl(control: { type: "subscribe" | "unsubscribe"; topic: string }, id: number): void {
+    const socket = this.socket;
+    const delayMs = RATE_LIMITED_RETRY_MS / 2 + Math.floor(Math.random() * RATE_LIMITED_RETRY_MS);
+    timer(delayMs, () => {
+      if (this.state !== "open" || this.socket !== socket) return;
+      const subscription = this.topics.get(control.topic);
+      if (control.type === "subscribe" && subscription?.subscribeId === id) this.sendSubscribe(control.topic, subscription);
+      else if (control.type === "unsubscribe" && subscription === undefined) this.sendControl("unsubscribe", control.topic);
+    });
   }
 
   /** Sends a publish or ping now when open, else queues it; its timer runs from the call either way. */

@@ -14,6 +14,7 @@ import {
   type ClientOptions,
   type SwitchboardClient,
 } from "../src/client.ts";
+import { ManualClock } from "../src/clock.ts";
 import { encode } from "../src/protocol.ts";
 import { freePort, serve, stopAll, until, within } from "./helpers.ts";
 
@@ -228,6 +229,35 @@ describe("server refusals", () => {
     client.subscribe("bad topic", () => {})();
     await client.ping();
     expect(events.error.map((e) => [(e.error as SwitchboardError).code, (e.error as SwitchboardError).topic])).toEqual([["invalid_topic", "bad topic"]]);
+  });
+
+  test("after a reconnect, resubscribes refused by the rate limit are asked again, not dropped", async () => {
+    // The identity's budget is not refilled by reconnecting (by design), so the resubscribe burst can meet an
+    // empty bucket. The server's clock is injected: the budget refills only when the test says so.
+    const clock = new ManualClock();
+    const server = serve({ RATE_LIMIT_MSGS_PER_S: 1, RATE_LIMIT_BURST: 4, PUBLISH_API_KEY: "client-test-key-0123456789" }, { clock });
+    const client = open(server.ws(), fast);
+    const events = record(client);
+    const got: string[] = [];
+    for (const topic of ["a", "b", "c"]) client.subscribe(topic, (data) => got.push(`${topic}:${String(data)}`));
+    await within(client.ready(), 3000, "open");
+    await client.publish("a", 1); // the 4th frame: the budget is spent
+    for (const conn of server.gateway.connections) conn.ws.close(1011, "internal error");
+    await until(() => events.open.length === 2, 3000, "reconnected");
+    await until(() => server.gateway.metrics.rateLimited >= 3, 3000, "resubscribes refused");
+    clock.advance(10_000); // the budget refills; the client asks again on its own, about a second later
+    await until(() => ["a", "b", "c"].every((t) => server.gateway.topics.localInterest(t) === 1), 5000, "resubscribed");
+    for (const topic of ["a", "b", "c"]) {
+      const res = await fetch(`http://127.0.0.1:${server.port}/publish`, {
+        method: "POST",
+        headers: { authorization: "Bearer client-test-key-0123456789" },
+        body: JSON.stringify({ topic, data: "after" }),
+      });
+      expect(res.status).toBe(200);
+    }
+    await until(() => got.length === 4, 3000, "messages on every topic");
+    expect(got).toEqual(["a:1", "a:after", "b:after", "c:after"]);
+    expect(events.error).toEqual([]);
   });
 
   test("a rate-limited publish rejects at once with SwitchboardError rate_limited", async () => {
