@@ -113,6 +113,13 @@ export const ConfigSchema = z.object({
   /** Set by the supervisor for its workers: several processes listen on one port. */
   REUSE_PORT: boolean(false),
 }).superRefine((config, ctx) => {
+  if (config.REDIS_URL !== undefined && config.REDIS_MAX_PENDING_BYTES < config.MAX_PAYLOAD_BYTES) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["REDIS_MAX_PENDING_BYTES"],
+      message: `must be at least MAX_PAYLOAD_BYTES (${config.MAX_PAYLOAD_BYTES}): a publish larger than the bound would never reach other nodes`,
+    });
+  }
   if (config.WORKERS > 1 && config.REDIS_URL === undefined) {
     ctx.addIssue({
       code: "custom",

@@ -51,7 +51,7 @@ export interface Slot {
   released: boolean;
 }
 
-export type Refusal = "max_connections" | "max_connections_per_ip";
+export type CapRefusal = "max_connections" | "max_connections_per_ip";
 
 /**
  * How long an admitted upgrade may take to open before its slot is given back. Bun opens the socket in the
@@ -65,7 +65,7 @@ export class ConnectionRegistry {
   /** Connections per client address, open or being admitted (only with MAX_CONNECTIONS_PER_IP). */
   readonly perIp = new Map<string, number>();
   readonly rate: RateLimiter;
-  /** Admitted upgrades not yet open, oldest first (a Map keeps insertion order, so expiry is from the front). */
+  /** Admitted upgrades not yet open, oldest first (a Set keeps insertion order, so expiry is from the front). */
   private readonly reserved = new Set<Slot>();
   private readonly maxTotal: number;
   private readonly maxPerIp: number;
@@ -84,8 +84,9 @@ export class ConnectionRegistry {
     return this.open.size + this.reserved.size;
   }
 
-  /** Takes a place under the caps, or says which cap refuses it. */
-  reserve(ip: string | undefined): Slot | Refusal {
+  /** Takes a place under the caps, or says which cap refuses it; `undefined` when no cap is set (nothing to count). */
+  reserve(ip: string | undefined): Slot | CapRefusal | undefined {
+    if (this.maxTotal === 0 && this.maxPerIp === 0) return undefined;
     this.expireReservations();
     if (this.maxTotal > 0 && this.counted >= this.maxTotal) return "max_connections";
     const counted = this.maxPerIp > 0 ? ip : undefined;

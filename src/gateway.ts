@@ -19,13 +19,13 @@ import { Hub } from "./hub.ts";
 import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { closeLabel, Metrics } from "./metrics.ts";
-import { ClientFrame, Close, encode, ErrorText, FrameId, Route, type ErrorCode } from "./protocol.ts";
+import { ClientFrame, Close, encode, ErrorText, type FrameId, Route, type ErrorCode } from "./protocol.ts";
 import { TopicPipeline } from "./topics.ts";
 
 export { Conn };
 type Socket = ServerWebSocket<Conn>;
 
-/** What the upgrade hook (src/admission.ts) leaves in Elysia's context for `open` to pick up. */
+/** What the upgrade hook (src/auth/admission.ts) leaves in Elysia's context for `open` to pick up. */
 export interface Admitted {
   route?: string;
   identity?: Identity;
@@ -47,7 +47,8 @@ export class Gateway {
   private seq = 0;
   /** Makes connection ids unique across processes and restarts without coordination. */
   private readonly idPrefix = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36);
-  private readonly welcomeTimeoutMs: number;
+  /** The read deadline announced in the welcome frame (interval + wait). */
+  private readonly readDeadlineMs: number;
   private readonly stopSweep: () => void;
 
   constructor(
@@ -56,7 +57,7 @@ export class Gateway {
     private readonly log: Logger,
     clock: Clock,
   ) {
-    this.welcomeTimeoutMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
+    this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
     this.hub = new Hub(compressFromFor(config));
     this.topics = new TopicPipeline(this.hub, broker, this.metrics, config.MAX_TOPICS_PER_CONNECTION, {
@@ -179,7 +180,7 @@ export class Gateway {
         }
         if (limited && !conn.echo) conn.bucket = rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
         if (!conn.echo) {
-          this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.welcomeTimeoutMs));
+          this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.readDeadlineMs));
         }
       },
 
@@ -196,7 +197,7 @@ export class Gateway {
         }
         metrics.framesIn++;
         metrics.bytesIn += raw.length;
-        if (limited && !this.admit(ws, conn, raw)) return;
+        if (limited && !this.withinRate(ws, conn, raw)) return;
         this.onFrame(ws, conn, raw);
       },
 
@@ -244,7 +245,7 @@ export class Gateway {
   }
 
   /** The identity's token bucket: a refused frame gets `rate_limited`; sustained abuse is closed (1008). */
-  private admit(ws: Socket, conn: Conn, raw: string | Buffer): boolean {
+  private withinRate(ws: Socket, conn: Conn, raw: string | Buffer): boolean {
     const verdict = this.registry.rate.take(conn.bucket!);
     if (verdict === "ok") return true;
     this.metrics.rateLimited++;
@@ -294,11 +295,16 @@ export class Gateway {
 
 export const TOO_DEEP = `JSON nests deeper than ${MAX_JSON_DEPTH} levels`;
 
-/** The frame's id if it is a valid one, so that a client can match the error to its request. */
+/**
+ * The frame's id if it is a valid one (FrameId: a string of at most 64 characters or a finite number), so
+ * that a client can match the error to its request. Checked by hand: it runs on refused frames, which must
+ * stay cheaper than accepted ones.
+ */
 function validIdOf(value: unknown): FrameId | undefined {
   if (typeof value !== "object" || value === null || !("id" in value)) return undefined;
-  const id = FrameId.safeParse(value.id);
-  return id.success ? id.data : undefined;
+  const id = value.id;
+  if (typeof id === "string") return id.length <= 64 ? id : undefined;
+  return typeof id === "number" && Number.isFinite(id) ? id : undefined;
 }
 
 /** Frames refused before parsing (rate limit, binary) still answer with their id when it is cheap to read. */

@@ -29,11 +29,9 @@ export class Hub {
     return this.server?.subscriberCount(topic) ?? 0;
   }
 
-  /** One more local subscription of `topic`; true when it is the first (the broker must start listening). */
-  join(topic: string): boolean {
-    const count = this.interest.get(topic) ?? 0;
-    this.interest.set(topic, count + 1);
-    return count === 0;
+  /** One more local subscription of `topic` (the broker is asked for every one: it is idempotent). */
+  join(topic: string): void {
+    this.interest.set(topic, (this.interest.get(topic) ?? 0) + 1);
   }
 
   /** One fewer; true when it was the last (the broker may stop listening). */
@@ -47,11 +45,6 @@ export class Hub {
   /** Local subscriptions of `topic`, pending ones included. */
   interestIn(topic: string): number {
     return this.interest.get(topic) ?? 0;
-  }
-
-  /** Topics with at least one local subscription. */
-  topics(): IterableIterator<string> {
-    return this.interest.keys();
   }
 
   /** Starts native delivery of `topic` to `ws` (the subscription is confirmed). */

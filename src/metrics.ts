@@ -1,5 +1,6 @@
 // Counters for GET /metrics in the Prometheus text format. The hot path only increments plain numbers on one
 // object; labels, maps and text are built when Prometheus scrapes, never per frame.
+import { Close } from "./protocol-tables.ts";
 
 /** Counters keyed by a label value (reason, code). Only touched off the hot path (errors, closes, rejects). */
 class Labeled {
@@ -13,8 +14,11 @@ class Labeled {
   }
 }
 
-/** Close codes that are labels of their own; anything else a client picks is counted as "other". */
-const KNOWN_CLOSE_CODES = new Set([1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1013, 4000, 4001, 4003]);
+/**
+ * Close codes that are labels of their own: the protocol's (src/protocol-tables.ts) and RFC 6455's standard
+ * ones; anything else a client picks is counted as "other".
+ */
+const KNOWN_CLOSE_CODES = new Set([1000, 1002, 1003, 1005, 1006, 1007, 1010, ...Object.values(Close).map((c) => c.code)]);
 
 /** A fixed label set for close codes: clients choose their own codes, and must not create series at will. */
 export function closeLabel(code: number): string {

@@ -59,7 +59,7 @@ export const UpgradeRefusal = {
   403: { when: "origin not allowed", reconnect: "stop" },
   /** MAX_CONNECTIONS_PER_IP reached. */
   429: { when: "too many connections from this address", reconnect: "retry" },
-  /** Draining, MAX_CONNECTIONS reached, or too many handshakes in progress. */
+  /** Draining, or MAX_CONNECTIONS reached. */
   503: { when: "unavailable", reconnect: "retry" },
 } as const satisfies Record<number, { when: string; reconnect: ReconnectPolicy }>;
 

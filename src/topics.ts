@@ -25,6 +25,8 @@ export interface Replies {
 }
 
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
+/** Repeated subscribes of one topic waiting for the broker's confirmation, per connection. */
+const MAX_WAITING_REPLIES = 16;
 
 export class TopicPipeline {
   constructor(
@@ -67,7 +69,11 @@ export class TopicPipeline {
     const held = topics.get(topic);
     if (held === null) return this.replies.send(conn, encode.subscribed(topic, id)); // idempotent
     if (held !== undefined) {
-      held.replies.push(id); // answered with the first one, once confirmed
+      // Answered with the first one, once confirmed; bounded, since confirmation may take seconds.
+      if (held.replies.length >= MAX_WAITING_REPLIES) {
+        return this.replies.reject(conn, "invalid_message", `already subscribing to ${topic}: wait for subscribed`, id);
+      }
+      held.replies.push(id);
       return;
     }
     if (topics.size >= this.maxTopics) {
@@ -102,7 +108,7 @@ export class TopicPipeline {
     for (const topic of topics.keys()) this.release(topic);
   }
 
-  /** Topics with local subscribers and how many (pending included). */
+  /** Local subscriptions of `topic`, pending ones included. */
   localInterest(topic: string): number {
     return this.hub.interestIn(topic);
   }

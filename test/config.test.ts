@@ -105,6 +105,15 @@ describe("loadConfig", () => {
     expect(loadConfig({ WORKERS: "auto", REDIS_URL: "redis://127.0.0.1:6379" }).WORKERS).toBe(navigator.hardwareConcurrency);
   });
 
+  test("with Redis, REDIS_MAX_PENDING_BYTES must hold at least one largest publish", () => {
+    const redis = { REDIS_URL: "redis://127.0.0.1:6379", MAX_PAYLOAD_BYTES: "1048576" };
+    expect(() => loadConfig({ ...redis, REDIS_MAX_PENDING_BYTES: "65536" })).toThrow(
+      'REDIS_MAX_PENDING_BYTES="65536": must be at least MAX_PAYLOAD_BYTES (1048576)',
+    );
+    expect(loadConfig({ ...redis, REDIS_MAX_PENDING_BYTES: "1048576" }).REDIS_MAX_PENDING_BYTES).toBe(1048576);
+    expect(loadConfig({ REDIS_MAX_PENDING_BYTES: "65536" }).REDIS_MAX_PENDING_BYTES).toBe(65536); // no Redis: unused
+  });
+
   test("ALLOWED_ORIGINS is a comma list of origins", () => {
     expect(loadConfig({ ALLOWED_ORIGINS: "https://a.example, http://localhost:5173" }).ALLOWED_ORIGINS).toEqual([
       "https://a.example",

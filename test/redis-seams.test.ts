@@ -240,7 +240,7 @@ describe("a Redis that hangs (SIGSTOP)", () => {
   test("is detected, reported, and never queued into without bound; local delivery goes on; it recovers", async () => {
     const lines: string[] = [];
     const log = new Logger("warn", (line) => lines.push(line));
-    const overrides = { REDIS_TIMEOUT_MS: 300, REDIS_MAX_PENDING_BYTES: 64 * 1024 };
+    const overrides = { REDIS_TIMEOUT_MS: 300, REDIS_MAX_PENDING_BYTES: 64 * 1024, MAX_PAYLOAD_BYTES: 64 * 1024 };
     const a = await node(overrides, { log });
     const b = await node(overrides);
     const localSub = await Client.connect(a);

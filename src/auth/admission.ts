@@ -1,13 +1,13 @@
 // Who gets a WebSocket: the checks run in the upgrade hook of both routes, before any socket exists, so a
-// refused client gets an HTTP status with a JSON reason. Order: draining (503), Origin (403), server cap
-// (503), per-IP cap (429), then the token (401, /connect only: /echo is the benchmark route).
+// refused client gets an HTTP status with a JSON reason. Order: draining (503), Origin (403), handshake
+// headers (400), server cap (503), per-IP cap (429), then the token (401, /connect only: /echo is the
+// benchmark route).
 // The caps reserve a slot in the connection registry before the token check, which is asynchronous: the
 // slot counts at once, so simultaneous upgrades cannot all pass a cap that only open connections would fill.
 import { status } from "elysia";
 import { AuthError, Authenticator, tokenFrom } from "./tokens.ts";
 import type { Config } from "../config.ts";
 import type { Admitted, Gateway } from "../gateway.ts";
-import type { Slot } from "../connections.ts";
 import { Route } from "../protocol.ts";
 import type { Logger } from "../log.ts";
 
@@ -21,10 +21,12 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
   const origins = config.ALLOWED_ORIGINS === undefined ? undefined : new Set(config.ALLOWED_ORIGINS);
   const { metrics } = gateway;
 
-  const refuse = (reason: string, code: 400 | 401 | 403 | 429 | 503, error: string): never => {
+  // Declared as a function so TypeScript narrows after a call (an arrow typed `never` only narrows with an
+  // explicit annotation on the binding).
+  function refuse(reason: string, code: 400 | 401 | 403 | 429 | 503, error: string): never {
     metrics.upgradesRejected.inc(reason);
     throw status(code, { error });
-  };
+  }
 
   return async (context: UpgradeContext, route: string): Promise<void> => {
     const admitted = context as unknown as Admitted;
@@ -47,12 +49,12 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     if (slot === "max_connections_per_ip") {
       refuse("max_connections_per_ip", 429, `at most ${config.MAX_CONNECTIONS_PER_IP} connections per client address`);
     }
-    admitted.slot = slot as Slot;
+    admitted.slot = slot;
     if (authenticator === undefined || route === Route.echo) return;
     try {
       admitted.identity = await authenticator.verify(tokenFrom(context.request.url, context.request.headers.get("authorization") ?? undefined));
     } catch (error) {
-      gateway.registry.release(slot as Slot);
+      if (slot !== undefined) gateway.registry.release(slot);
       if (!(error instanceof AuthError)) throw error;
       log.warn("auth_failed", { reason: error.reason, ip });
       refuse("unauthorized", 401, error.reason);
