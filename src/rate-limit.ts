@@ -3,9 +3,9 @@
 //
 // A frame over the rate is refused (the caller answers `rate_limited`). Closing (1008) is for sustained abuse
 // only: refusals add up as strikes that drain at half the allowed rate, and the connection is closed once
-// strikes pass RATE_LIMIT_BURST plus STRIKE_SECONDS worth of the rate. A client sending 2x its rate is closed
-// after about 5 s, 4x after about 1.7 s; one burst only costs errors unless it is larger than
-// 2 x burst + 2.5 s of the rate; a client at or under 1.5x its rate is never closed.
+// strikes pass RATE_LIMIT_BURST plus STRIKE_SECONDS worth of the rate. At k times the rate (k > 1.5) that is
+// about b/((k-1)r) + (b + 2.5r)/((k-1.5)r) seconds (r = 100, b = 100: 8 s at 2x, 2 s at 4x); at 1.5x or
+// less, never; one burst only costs errors unless it is larger than 2b + 2.5r.
 import type { Clock } from "./clock.ts";
 
 /** Seconds of the allowed rate that refusals may pile up to, beyond the burst, before a close. */

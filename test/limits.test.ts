@@ -61,7 +61,7 @@ describe("rate limit (per identity, on an injected clock)", () => {
     again.close();
   });
 
-  test("a client that keeps sending at 4x its rate is closed with 1008 within seconds; others are unaffected", async () => {
+  test("a client that keeps sending at 4x its rate is closed with 1008 within seconds; its identity's other connection recovers after a pause", async () => {
     const clock = new ManualClock();
     const server = serve({ RATE_LIMIT_MSGS_PER_S: 50, RATE_LIMIT_BURST: 10 }, { clock });
     const calm = await Client.connect(server);
@@ -79,7 +79,8 @@ describe("rate limit (per identity, on an injected clock)", () => {
     // Strikes: 90 in the first burst (under 10 + 2.5 s x 50 = 135: a burst alone is not closed), then +75
     // refused -12.5 forgiven per step: past the limit in the second step, at 500 ms of clock.
     expect(closedAt).toBe(500);
-    // The calm client shares the flooder's address (open mode: identity = IP): its bucket refills after a pause.
+    // The calm client shares the flooder's address, so its identity and bucket (open mode): it is served again
+    // once the bucket refills and the strikes drain.
     clock.advance(1000);
     expect(await calm.request({ type: "ping", id: "calm" })).toEqual({ type: "pong", id: "calm" });
     calm.close();
