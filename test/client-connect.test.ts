@@ -13,7 +13,7 @@ import {
   type ClientOptions,
   type SwitchboardClient,
 } from "../src/client.ts";
-import { serve, stopAll, until, within } from "./helpers.ts";
+import { serve, stopAll, until, within, recordEvents } from "./helpers.ts";
 
 const clients: SwitchboardClient[] = [];
 const track = (c: SwitchboardClient) => (clients.push(c), c);
@@ -23,12 +23,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-/** Records every event of a client, in order. */
-function record(client: SwitchboardClient) {
-  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [] };
-  for (const name of Object.keys(events) as (keyof ClientEvents)[]) client.on(name, (e) => events[name].push(e as never));
-  return events;
-}
 
 const SECRET = "client-test-secret-of-at-least-32-chars";
 const everything = { sub: "u1", topics: { subscribe: ["*"], publish: ["*"] } };
@@ -56,7 +50,7 @@ describe("server URLs", () => {
     const server = serve();
     for (const url of [server.ws("/connect"), `${server.ws("/connect")}/`, `ws://localhost:${server.port}/`, `http://127.0.0.1:${server.port}`]) {
       const client = open(url, fast);
-      const events = record(client);
+      const events = recordEvents(client);
       await within(client.ready(), 3000, `open ${url}`);
       expect(await client.ping()).toBeGreaterThanOrEqual(0);
       expect(events.close).toEqual([]);
@@ -76,7 +70,7 @@ describe("refused upgrades", () => {
   test("401 without a token function: HandshakeError with the server's reason, then stop (no retry loop)", async () => {
     const server = serve({ AUTH_SECRET: SECRET });
     const client = open(server.ws(), fast);
-    const events = record(client);
+    const events = recordEvents(client);
     const ready = client.ready().catch((e) => e);
     await until(() => client.state === "closed", 3000, "the client to stop");
     expect(events.error.map((e) => e.error)).toEqual([new HandshakeError(401, MISSING_TOKEN)]);
@@ -93,7 +87,7 @@ describe("refused upgrades", () => {
     const server = serve({ AUTH_SECRET: SECRET });
     let calls = 0;
     const client = open(server.ws(), { ...fast, token: () => (++calls === 1 ? mint(60, "a-forged-secret-that-is-32-chars-long!!") : mint()) });
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 5000, "open with the second token");
     expect(calls).toBe(2);
     expect(events.error.map((e) => e.error)).toEqual([new HandshakeError(401, "invalid token signature")]);
@@ -106,7 +100,7 @@ describe("refused upgrades", () => {
   test("403 (origin not allowed): stop at once, even with a token function", async () => {
     const server = serve({ ALLOWED_ORIGINS: ["https://app.example.com"] });
     const client = open(server.ws(), { ...fast, token: () => "unused" });
-    const events = record(client);
+    const events = recordEvents(client);
     await until(() => client.state === "closed", 3000, "the client to stop");
     expect(events.error.map((e) => e.error)).toEqual([new HandshakeError(403, "origin (none) is not allowed")]);
     expect(events.close).toEqual([{ code: 1006, reason: "", willReconnect: false }]);
@@ -119,7 +113,7 @@ describe("refused upgrades", () => {
     const first = open(server.ws(), fast);
     await within(first.ready(), 3000, "first client");
     const second = open(server.ws(), fast);
-    const events = record(second);
+    const events = recordEvents(second);
     await until(() => events.reconnecting.length >= 2, 3000, "two refused attempts");
     expect(second.state).not.toBe("open");
     const refusal = new HandshakeError(429, "at most 1 connections per client address");
@@ -139,7 +133,7 @@ describe("token()", () => {
     const server = serve({ AUTH_SECRET: SECRET, PING_INTERVAL_MS: 50, PING_WAIT_MS: 5000 });
     let calls = 0;
     const client = open(server.ws(), { ...fast, token: () => mint(++calls === 1 ? 1 : 60) });
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "first open");
     const got: unknown[] = [];
     client.subscribe("news", (data) => got.push(data));
@@ -163,7 +157,7 @@ describe("token()", () => {
   test("after 4001 without a token function the client stops instead of retrying a dead token", async () => {
     const server = serve({ AUTH_SECRET: SECRET, PING_INTERVAL_MS: 50, PING_WAIT_MS: 5000 });
     const client = open(server.ws(), { ...fast, query: { token: await mint(1) } });
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "open");
     await until(() => client.state === "closed", 5000, "expiry");
     expect(events.close).toEqual([{ code: 4001, reason: "token expired", willReconnect: false }]);
@@ -183,7 +177,7 @@ describe("token()", () => {
         return mint();
       },
     });
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "open with the second token");
     expect(events.error.map((e) => e.error.message)).toEqual(["token() failed: auth service down"]);
     expect((events.error[0]!.error.cause as Error).message).toBe("auth service down");
@@ -201,7 +195,7 @@ describe("token()", () => {
     });
     try {
       const client = open(`ws://127.0.0.1:${raw.port}/connect`, { ...fast, query: { room: "a b&c", token: "overridden" }, token: async () => "t.o.k" });
-      const events = record(client);
+      const events = recordEvents(client);
       await until(() => client.state === "closed", 3000, "refusal");
       const url = seen[0]!;
       expect(url.pathname).toBe("/connect");

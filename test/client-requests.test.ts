@@ -16,7 +16,7 @@ import {
 } from "../src/client.ts";
 import { ManualClock } from "../src/clock.ts";
 import { encode } from "../src/protocol.ts";
-import { freePort, serve, stopAll, until, within } from "./helpers.ts";
+import { freePort, serve, stopAll, until, within, recordEvents } from "./helpers.ts";
 
 const clients: SwitchboardClient[] = [];
 const open = (url: string, options?: ClientOptions) => {
@@ -31,11 +31,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-function record(client: SwitchboardClient) {
-  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [] };
-  for (const name of Object.keys(events) as (keyof ClientEvents)[]) client.on(name, (e) => events[name].push(e as never));
-  return events;
-}
 
 const fast = { reconnect: { baseMs: 10, capMs: 50 } } satisfies ClientOptions;
 
@@ -124,7 +119,7 @@ describe("waiting for a connection", () => {
   test("requestTimeoutMs: Infinity waits as long as it takes (no timer firing at once)", async () => {
     const port = freePort();
     const client = open(`ws://127.0.0.1:${port}`, { ...fast, requestTimeoutMs: Infinity });
-    const events = record(client);
+    const events = recordEvents(client);
     let settled: unknown = "pending";
     const published = client.publish("t", 1).then(() => (settled = "acked"), (e) => (settled = e));
     await until(() => events.reconnecting.length >= 3, 3000, "a few failed attempts");
@@ -153,7 +148,7 @@ describe("replies that never come", () => {
       if (frame.type === "publish") ws.close(1011, "internal error");
     });
     const client = open(raw.url, fast);
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "welcome");
     const lost = await within(client.publish("t", "in flight").catch((e) => e), 3000, "the drop");
     expect(lost).toBeInstanceOf(ConnectionLostError);
@@ -169,7 +164,7 @@ describe("close policies", () => {
       if (frame.type === "ping") ws.close(4003, "disconnected by server");
     });
     const client = open(raw.url, fast);
-    const events = record(client);
+    const events = recordEvents(client);
     const lost = await within(client.ping().catch((e) => e), 3000, "the kick");
     expect(lost).toBeInstanceOf(ConnectionLostError);
     expect(events.close).toEqual([{ code: 4003, reason: "disconnected by server", willReconnect: false }]);
@@ -183,7 +178,7 @@ describe("close policies", () => {
       if (frame.type === "ping") ws.close(1011, "internal error");
     });
     const client = open(raw.url, fast);
-    const events = record(client);
+    const events = recordEvents(client);
     client.on("close", () => {
       throw new Error("listener bug");
     });
@@ -198,7 +193,7 @@ describe("server refusals", () => {
     const server = serve({ MAX_TOPICS_PER_CONNECTION: 1 });
     const proxy = await cuttableProxy(server.port);
     const client = open(`ws://127.0.0.1:${proxy.port}/connect`, fast);
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "open");
     client.subscribe("one", () => {});
     const unsubscribeTwo = client.subscribe("two", () => {});
@@ -224,7 +219,7 @@ describe("server refusals", () => {
   test("unsubscribing before the refusal arrives adds no error of its own", async () => {
     const server = serve();
     const client = open(server.ws(), fast);
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "open");
     client.subscribe("bad topic", () => {})();
     await client.ping();
@@ -237,7 +232,7 @@ describe("server refusals", () => {
     const clock = new ManualClock();
     const server = serve({ RATE_LIMIT_MSGS_PER_S: 1, RATE_LIMIT_BURST: 4, PUBLISH_API_KEY: "client-test-key-0123456789" }, { clock });
     const client = open(server.ws(), fast);
-    const events = record(client);
+    const events = recordEvents(client);
     const got: string[] = [];
     for (const topic of ["a", "b", "c"]) client.subscribe(topic, (data) => got.push(`${topic}:${String(data)}`));
     await within(client.ready(), 3000, "open");
@@ -263,7 +258,7 @@ describe("server refusals", () => {
   test("a rate-limited publish rejects at once with SwitchboardError rate_limited", async () => {
     const server = serve({ RATE_LIMIT_MSGS_PER_S: 1, RATE_LIMIT_BURST: 1 });
     const client = open(server.ws(), { ...fast, requestTimeoutMs: 30_000 });
-    const events = record(client);
+    const events = recordEvents(client);
     await within(client.ready(), 3000, "open");
     await client.publish("t", "within the burst");
     const refused = await within(client.publish("t", "over the rate").catch((e) => e), 3000, "the refusal");

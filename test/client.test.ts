@@ -11,7 +11,7 @@ import {
   type ClientEvents,
   type SwitchboardClient,
 } from "../src/client.ts";
-import { freePort, serve, spawnEntry, stopAll, until, within } from "./helpers.ts";
+import { freePort, serve, spawnEntry, stopAll, until, within, recordEvents } from "./helpers.ts";
 
 const clients: SwitchboardClient[] = [];
 const track = (c: SwitchboardClient) => (clients.push(c), c);
@@ -20,12 +20,6 @@ afterAll(async () => {
   await stopAll();
 });
 
-/** Records every event of a client, in order. */
-function record(client: SwitchboardClient) {
-  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [] };
-  for (const name of Object.keys(events) as (keyof ClientEvents)[]) client.on(name, (e) => events[name].push(e as never));
-  return events;
-}
 
 /** Collects messages of one topic. */
 function inbox(client: SwitchboardClient, topic: string) {
@@ -74,7 +68,7 @@ describe("typed round trips", () => {
   test("subscribe, publish (ack), message, ping, unsubscribe; data arrives exactly as published", async () => {
     const server = serve();
     const client = track(connect(`http://127.0.0.1:${server.port}`));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     expect(events.open).toEqual([{ connectionId: expect.any(String), heartbeat: { intervalMs: 5000, timeoutMs: 15000 }, reconnected: false }]);
     expect(client.connectionId).toBe(events.open[0]!.connectionId);
@@ -122,7 +116,7 @@ describe("typed round trips", () => {
   test("server errors: publish rejects with SwitchboardError; a refused subscribe is an error event", async () => {
     const server = serve({ MAX_TOPICS_PER_CONNECTION: 1 });
     const client = track(connect(`http://127.0.0.1:${server.port}`));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     const error = await client.publish("bad topic", 1).catch((e) => e);
     expect(error).toBeInstanceOf(SwitchboardError);
@@ -143,7 +137,7 @@ describe("reconnect", () => {
     const port = freePort();
     let server = await spawnServer(port);
     const client = track(connect(`ws://127.0.0.1:${port}`, { reconnect: { baseMs: 50, capMs: 200 } }));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     const news = inbox(client, "news");
     await client.publish("news", "before");
@@ -192,7 +186,7 @@ describe("reconnect", () => {
 
     const port = freePort();
     const client = track(connect(`http://127.0.0.1:${port}`, { reconnect: { baseMs: 20, capMs: 80, maxAttempts: 5 } }));
-    const events = record(client);
+    const events = recordEvents(client);
     const queued = client.publish("t", "never").catch((e) => e);
     await until(() => client.state === "closed", 5000, "giving up");
     expect(events.reconnecting.map((e) => e.attempt)).toEqual([1, 2, 3, 4, 5]);
@@ -211,7 +205,7 @@ describe("reconnect", () => {
     const server = serve({ PING_INTERVAL_MS: 200, PING_WAIT_MS: 300 });
     const proxy = await pausableProxy(server.port);
     const client = track(connect(`http://127.0.0.1:${proxy.port}`, { reconnect: { baseMs: 20, capMs: 50 } }));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     const feed = inbox(client, "feed");
     await client.publish("feed", "live");
@@ -235,7 +229,7 @@ describe("reconnect", () => {
   test("while idle, the client keeps the link provably alive: no false timeouts over several deadlines", async () => {
     const server = serve({ PING_INTERVAL_MS: 100, PING_WAIT_MS: 150 });
     const client = track(connect(`http://127.0.0.1:${server.port}`));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     await Bun.sleep(1500); // six read deadlines of silence from the application
     expect(events.close).toEqual([]);
@@ -246,7 +240,7 @@ describe("reconnect", () => {
   test("close() is deliberate: no reconnect, the server sees the socket go", async () => {
     const server = serve();
     const client = track(connect(`http://127.0.0.1:${server.port}`, { reconnect: { baseMs: 10, capMs: 10 } }));
-    const events = record(client);
+    const events = recordEvents(client);
     await client.ready();
     expect(server.gateway.connections.size).toBe(1);
     client.close();

@@ -6,6 +6,7 @@ import { configWith, type Config } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
 import type { ServerFrame } from "../src/protocol.ts";
 import { startServer, type RunningServer, type ServerDeps } from "../src/server.ts";
+import type { ClientEvents, SwitchboardClient } from "../src/client.ts";
 
 export interface TestServer extends RunningServer {
   ws(route?: "/connect" | "/echo"): string;
@@ -360,4 +361,30 @@ export async function spawnEntry(
     },
     kill: (signal = "SIGTERM") => proc.kill(signal),
   };
+}
+
+/** Records every event of a typed client, in order (for tests of src/client.ts). */
+export function recordEvents(client: SwitchboardClient) {
+  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [] };
+  for (const name of Object.keys(events) as (keyof ClientEvents)[]) client.on(name, (e) => events[name].push(e as never));
+  return events;
+}
+
+/**
+ * A raw TCP connection for HTTP tests: what the server answered so far (`reply.text`) and whether it closed,
+ * with `closed` resolving when it does.
+ */
+export async function rawHttpConnection(port: number) {
+  const socket = net.connect(port, "127.0.0.1");
+  await within(new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject)), 3000, "tcp connect");
+  const reply = { text: "", closed: false };
+  const closed = new Promise<void>((resolve) => {
+    socket.on("close", () => {
+      reply.closed = true;
+      resolve();
+    });
+  });
+  socket.on("data", (d: Buffer) => (reply.text += d.toString()));
+  socket.on("error", () => {}); // a reset is a close here; `close` follows
+  return { socket, reply, closed };
 }

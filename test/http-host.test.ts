@@ -1,8 +1,7 @@
 // Any valid Host header reaches every route: `ws://ws/connect` sends `Host: ws`, which the framework's path
 // slicing used to turn into 404 on /connect and /echo. Raw TCP, since a WebSocket client sets Host from the URL.
 import { afterAll, describe, expect, test } from "bun:test";
-import net from "node:net";
-import { Opcode, RawPeer, serve, stopAll, until, within } from "./helpers.ts";
+import { Opcode, RawPeer, rawHttpConnection, serve, stopAll, until, within } from "./helpers.ts";
 
 afterAll(stopAll);
 
@@ -11,14 +10,10 @@ const SHORT_HOSTS = ["ws", "a", "[::1]", "ab:80"];
 
 /** One HTTP/1.1 request over raw TCP with `Connection: close`; resolves with the status and the body text. */
 async function rawRequest(port: number, head: string, body = ""): Promise<{ status: number; body: string }> {
-  const socket = net.connect(port, "127.0.0.1");
-  await within(new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject)), 3000, "tcp connect");
-  let response = "";
-  let closed = false;
-  socket.on("data", (d: Buffer) => (response += d.toString()));
-  socket.on("close", () => (closed = true));
+  const { socket, reply, closed } = await rawHttpConnection(port);
   socket.write(`${head}\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-  await until(() => closed, 3000, "the server to answer and close");
+  await within(closed, 3000, "the server to answer and close");
+  const response = reply.text;
   return { status: Number(response.split(" ")[1]), body: response.slice(response.indexOf("\r\n\r\n") + 4) };
 }
 

@@ -2,8 +2,7 @@
 // Content-Length and while streaming, nesting is refused before JSON.parse; and every ordinary answer stays.
 import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
-import net from "node:net";
-import { Client, serve, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { Client, rawHttpConnection, serve, stopAll, until, within, type TestServer } from "./helpers.ts";
 
 afterAll(stopAll);
 
@@ -31,13 +30,7 @@ async function rawPost(
   port: number,
   options: { headers: Record<string, string>; total: number; chunk?: Buffer; first?: string; last?: string; contentLength?: number },
 ): Promise<RawAnswer> {
-  const socket = net.connect(port, "127.0.0.1");
-  await within(new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject)), 3000, "tcp connect");
-  let response = "";
-  let closed = false;
-  socket.on("data", (d: Buffer) => (response += d.toString()));
-  socket.on("close", () => (closed = true));
-  socket.on("error", () => (closed = true));
+  const { socket, reply } = await rawHttpConnection(port);
   const framing = options.contentLength === undefined ? { "Transfer-Encoding": "chunked" } : { "Content-Length": String(options.contentLength) };
   const head = Object.entries({ Host: `127.0.0.1:${port}`, "Content-Type": "application/json", ...framing, ...options.headers })
     .map(([k, v]) => `${k}: ${v}`)
@@ -45,7 +38,7 @@ async function rawPost(
   socket.write(`POST /publish HTTP/1.1\r\n${head}\r\n\r\n`);
   const chunked = options.contentLength === undefined;
   const frame = (data: Buffer | string) => (chunked ? [`${Buffer.byteLength(data).toString(16)}\r\n`, data, "\r\n"] : [data]);
-  const answered = () => response.includes("\r\n\r\n") || closed;
+  const answered = () => reply.text.includes("\r\n\r\n") || reply.closed;
   let sent = 0;
   const parts: (Buffer | string)[] = options.first === undefined ? [] : [options.first];
   while (sent < options.total && !answered()) {
@@ -72,7 +65,8 @@ async function rawPost(
     if (options.last !== undefined) for (const piece of frame(options.last)) socket.write(piece);
     if (chunked) socket.write("0\r\n\r\n");
   }
-  await until(() => complete(response) || closed, 30_000, "the HTTP answer");
+  await until(() => complete(reply.text) || reply.closed, 30_000, "the HTTP answer");
+  const response = reply.text;
   socket.destroy();
   const [statusLine = "", ...lines] = response.slice(0, response.indexOf("\r\n\r\n")).split("\r\n");
   const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
