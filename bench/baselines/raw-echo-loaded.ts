@@ -6,5 +6,5 @@ reportHeapOnSignal();
 const server = Bun.serve({ port: 0, hostname: "127.0.0.1",
   fetch(req, srv) { return srv.upgrade(req, { data: undefined }) ? undefined : new Response("x", { status: 426 }); },
   websocket: { idleTimeout: 0, sendPings: false, perMessageDeflate: true, maxPayloadLength: 1024 * 1024, backpressureLimit: 1024 * 1024, closeOnBackpressureLimit: true,
-    message(ws, message) { ws.send(message); } } });
+    message(ws, message) { if (typeof message === "string") ws.sendText(message, false); else ws.sendBinary(message, false); } } });
 console.log(`raw echo (switchboard modules loaded) on 127.0.0.1:${server.port}`);

@@ -42,6 +42,30 @@ for (const s of subs.slice(0, args.samplers)) {
   };
 }
 
+// JIT warm-up: publishes to a topic nobody holds, before the measured run. A server's publish path is JS that
+// runs once per publish, only ~2,500 times a second at 1,000 subscribers, so a time-based warm-up alone leaves
+// it in the JIT's lower tiers well into the window: with BUN_JSC_reportCompileTimes, switchboard compiled
+// 20-40 ms of DFG/FTL code (on the server's pinned core) inside a 2 s window after 1-3 s of warm-up, raw Bun's
+// three-line handler none. After these 50,000 publishes neither compiles anything in the window. Both servers
+// get the same warm-up; the window then measures steady-state fan-out.
+const WARM_PUBLISHES = 50_000;
+const warmFrame = clientFrame(`{"type":"publish","topic":"warmup","data":{"t":${nowUs()}},"id":1}`);
+let warmSent = 0;
+let warmAcked = 0;
+let warmStarted = false;
+const warm = new LoadConn(args.port, "/connect", (c, n) => {
+  if (!warmStarted) return;
+  warmAcked += n;
+  for (let i = 0; i < n && warmSent < WARM_PUBLISHES; i++, warmSent++) c.write(warmFrame);
+});
+await warm.open();
+if (args.welcome) while (warm.frames < 1) await Bun.sleep(5);
+warmStarted = true;
+for (; warmSent < args.window; warmSent++) warm.write(warmFrame);
+const warmUntil = performance.now() + 30_000;
+while (warmAcked < WARM_PUBLISHES && !warm.closed && performance.now() < warmUntil) await Bun.sleep(5);
+warm.close();
+
 let publishing = true;
 let started = false;
 let published = 0;
