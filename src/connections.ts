@@ -21,7 +21,8 @@ export class Conn implements Beating {
   seen = 0;
   pinged = -1;
   closed = false;
-  beat: WheelSlot = { bucket: undefined, index: -1 };
+  wheelBucket: Beating[] | undefined = undefined;
+  wheelIndex = -1;
   expiry: WheelSlot | undefined = undefined;
   /**
    * Topics held: `null` once active (natively subscribed, `subscribed` sent), or the pending subscription.

@@ -22,19 +22,21 @@ import { systemClock, type Clock } from "./clock.ts";
 
 /** Where a wheel holds a connection: its bucket and its index there (so removal is O(1)). */
 export interface WheelSlot {
-  bucket: Beating[] | undefined;
-  index: number;
+  wheelBucket: Beating[] | undefined;
+  wheelIndex: number;
 }
 
-/** What the heartbeat needs from a connection. The slots are the heartbeat's own bookkeeping. */
-export interface Beating {
+/**
+ * What the heartbeat needs from a connection. The connection is itself its slot in the deadline wheel (two
+ * fields, no object of their own: every idle connection pays for them); the wheel fields are the heartbeat's
+ * own bookkeeping.
+ */
+export interface Beating extends WheelSlot {
   /** Tick of the last frame received from the peer (message, ping or pong). */
   seen: number;
   /** Tick of the last ping we sent; -1 for none. */
   pinged: number;
   closed: boolean;
-  /** Deadline wheel position. */
-  beat: WheelSlot;
   /** Expiry wheel position, only for connections with an expiry (most have none: no allocation). */
   expiry: WheelSlot | undefined;
 }
@@ -78,20 +80,20 @@ export class Heartbeat<C extends Beating> {
   track(conn: C): void {
     conn.seen = this.tick;
     conn.pinged = -1;
-    fileInto(this.buckets, conn, conn.beat, this.tick + this.intervalTicks);
+    fileInto(this.buckets, conn, conn, this.tick + this.intervalTicks);
   }
 
   /** Calls `expire(conn)` at wall-clock `atMs` (Unix ms), within one tick after it; never before. */
   expireAt(conn: C, atMs: number): void {
     const inMs = atMs - this.clock.wall();
-    conn.expiry ??= { bucket: undefined, index: -1 };
+    conn.expiry ??= { wheelBucket: undefined, wheelIndex: -1 };
     unfile(conn.expiry);
     fileInto(this.expiries, conn, conn.expiry, this.tick + Math.max(1, Math.ceil(inMs / this.tickMs) + 1));
   }
 
   /** Forgets a connection at once (on close): nothing of the wheel refers to it afterwards. */
   untrack(conn: C): void {
-    unfile(conn.beat);
+    unfile(conn);
     if (conn.expiry !== undefined) unfile(conn.expiry);
   }
 
@@ -116,7 +118,7 @@ export class Heartbeat<C extends Beating> {
     while (this.tick < target) {
       this.tick++;
       this.runDue(this.expiries, (conn) => conn.expiry!, (conn) => this.options.expire(conn));
-      this.runDue(this.buckets, (conn) => conn.beat, this.check);
+      this.runDue(this.buckets, (conn) => conn, this.check);
     }
   }
 
@@ -127,8 +129,8 @@ export class Heartbeat<C extends Beating> {
     map.delete(this.tick);
     for (const conn of due) {
       const slot = slotOf(conn);
-      slot.bucket = undefined;
-      slot.index = -1;
+      slot.wheelBucket = undefined;
+      slot.wheelIndex = -1;
       if (conn.closed) continue;
       try {
         action(conn);
@@ -150,7 +152,7 @@ export class Heartbeat<C extends Beating> {
       this.options.ping(conn);
       if (conn.closed) return; // a failed ping may have closed it
     }
-    fileInto(this.buckets, conn, conn.beat, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
+    fileInto(this.buckets, conn, conn, Math.min(deadline, Math.max(conn.seen, conn.pinged) + this.intervalTicks));
   };
 }
 
@@ -158,21 +160,21 @@ export class Heartbeat<C extends Beating> {
 function fileInto<C extends Beating>(map: Map<number, C[]>, conn: C, slot: WheelSlot, at: number): void {
   let bucket = map.get(at);
   if (bucket === undefined) map.set(at, (bucket = []));
-  slot.bucket = bucket;
-  slot.index = bucket.push(conn) - 1;
+  slot.wheelBucket = bucket;
+  slot.wheelIndex = bucket.push(conn) - 1;
 }
 
 /** Removes the entry at `slot` by moving the bucket's last entry into its place. */
 function unfile(slot: WheelSlot): void {
-  const bucket = slot.bucket;
+  const bucket = slot.wheelBucket;
   if (bucket === undefined) return;
   const last = bucket.pop()!;
-  if (slot.index < bucket.length) {
-    bucket[slot.index] = last;
+  if (slot.wheelIndex < bucket.length) {
+    bucket[slot.wheelIndex] = last;
     // The moved connection's slot in this same wheel: the bucket identifies which of its two slots it is.
-    const moved = last.beat.bucket === bucket ? last.beat : last.expiry!;
-    moved.index = slot.index;
+    const moved = last.wheelBucket === bucket ? last : last.expiry!;
+    moved.wheelIndex = slot.wheelIndex;
   }
-  slot.bucket = undefined;
-  slot.index = -1;
+  slot.wheelBucket = undefined;
+  slot.wheelIndex = -1;
 }
