@@ -314,6 +314,18 @@ export interface Entry {
  * (`switchboard listening on http://127.0.0.1:PORT ...`, matched by `ready` when given). `preload` is a module
  * run first (`bun run --preload`), for faults no real input can cause (see test/fixtures/).
  */
+/**
+ * Entry points still running. The 30 s guard above is unref'd (it must not hold a finished test run open), so
+ * a process a failed test left hanging is killed after its test file instead.
+ */
+const spawned = new Set<{ kill(signal?: number | NodeJS.Signals): void }>();
+
+/** Kills every entry point a test left running (test/setup.ts calls it after each file). */
+export function killSpawned(): void {
+  for (const proc of spawned) proc.kill("SIGKILL");
+  spawned.clear();
+}
+
 export async function spawnEntry(
   env: Record<string, string>,
   ready = /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) /m,
@@ -328,6 +340,8 @@ export async function spawnEntry(
   });
   const guard = setTimeout(() => proc.kill("SIGKILL"), 30_000);
   guard.unref();
+  spawned.add(proc);
+  void proc.exited.then(() => spawned.delete(proc));
   let out = "";
   let err = "";
   const decoder = new TextDecoder();
