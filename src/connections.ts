@@ -30,17 +30,44 @@ export class Conn implements Beating {
    * empty when the close handler runs, and the broker must hear which topics lost a subscriber.
    */
   topics: Map<string, PendingSubscription | null> | undefined = undefined;
-  /** Verified token (auth mode only): topic permissions for subscribe and publish. */
-  identity: Identity | undefined = undefined;
-  /** The reserved slot this connection occupies (counts toward the caps until close). */
-  slot: Slot | undefined = undefined;
-  /** Rate-limit bucket of this connection's identity (RATE_LIMIT_MSGS_PER_S > 0 only). */
-  bucket: Bucket | undefined = undefined;
+  /**
+   * What only some deployments set (a token, connection caps, a rate limit), in one object allocated on first
+   * use: an idle connection with none of them pays one field, not three (the idle-memory floor is 2 KiB).
+   */
+  private extras: ConnExtras | undefined = undefined;
   constructor(
     readonly ws: ServerWebSocket<Conn>,
     readonly seq: number,
     readonly echo: boolean,
   ) {}
+
+  /** Verified token (auth mode only): topic permissions for subscribe and publish. */
+  get identity(): Identity | undefined {
+    return this.extras?.identity;
+  }
+  set identity(identity: Identity | undefined) {
+    (this.extras ??= {}).identity = identity;
+  }
+  /** The reserved slot this connection occupies (counts toward the caps until close). */
+  get slot(): Slot | undefined {
+    return this.extras?.slot;
+  }
+  set slot(slot: Slot | undefined) {
+    (this.extras ??= {}).slot = slot;
+  }
+  /** Rate-limit bucket of this connection's identity (RATE_LIMIT_MSGS_PER_S > 0 only). */
+  get bucket(): Bucket | undefined {
+    return this.extras?.bucket;
+  }
+  set bucket(bucket: Bucket | undefined) {
+    (this.extras ??= {}).bucket = bucket;
+  }
+}
+
+interface ConnExtras {
+  identity?: Identity;
+  slot?: Slot;
+  bucket?: Bucket;
 }
 
 /** A place under the caps, taken at admission. */
