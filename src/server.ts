@@ -31,7 +31,7 @@ export interface ServerDeps {
   clock?: Clock;
 }
 
-export function createBroker(config: Config, log: Logger, clock: Clock): Broker {
+function createBroker(config: Config, log: Logger, clock: Clock): Broker {
   if (config.REDIS_URL === undefined) return new MemoryBroker();
   return new RedisBroker({
     url: config.REDIS_URL,

@@ -4,7 +4,7 @@
 import { status } from "elysia";
 
 /** 413 with the limit in the message, thrown as an Elysia status so every caller answers it the same way. */
-export const bodyTooLarge = (maxBytes: number) =>
+const bodyTooLarge = (maxBytes: number) =>
   status(413, { error: `body is larger than ${maxBytes} bytes (MAX_PAYLOAD_BYTES)` });
 
 /**
