@@ -6,7 +6,7 @@ import type { Config } from "./config.ts";
 import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { readBoundedText } from "./http/bounded-body.ts";
 import { textNestsTooDeep } from "./json-depth.ts";
-import { ClientFrame, HttpPublishBody, Route, ServerFrame } from "./protocol.ts";
+import { ClientFrame, dataOfStored, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type Json } from "./protocol.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
 import { publishKeyCheck } from "./auth/api-key.ts";
@@ -68,10 +68,11 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     })
     .post(
       "/publish",
-      ({ body }) => {
-        const refused = gateway.topics.publish(body.topic, body.data);
-        if (refused !== undefined) return status(400, { error: refused.message });
-        return { status: "published" as const, topic: body.topic };
+      async ({ body }) => {
+        const outcome = await gateway.topics.publish(body.topic, body.data);
+        if (typeof outcome !== "number") return status(outcome.code === "unavailable" ? 503 : 400, { error: outcome.message });
+        // `offset`: the message's place in the topic's history (history on); the message is stored.
+        return outcome > 0 ? { status: "published" as const, topic: body.topic, offset: outcome } : { status: "published" as const, topic: body.topic };
       },
       {
         body: HttpPublishBody,
@@ -94,6 +95,28 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     .put("/publish", onlyPost)
     .patch("/publish", onlyPost)
     .delete("/publish", onlyPost)
+    // The history request of the socket protocol, for backends: same key, same refusals as POST /publish.
+    .get(
+      Route.history,
+      async ({ query, request }) => {
+        checkPublishKey(request.headers.get("authorization") ?? undefined);
+        const since = query.since === undefined ? undefined : { epoch: query.epoch!, offset: query.since };
+        const read = await gateway.topics.readHistory(query.topic, since, query.limit);
+        if ("code" in read) return status(read.code === "unavailable" ? 503 : 400, { error: read.message });
+        return {
+          topic: query.topic,
+          epoch: read.epoch,
+          offset: read.offset,
+          messages: read.messages.map((m) => ({ offset: m.offset, data: JSON.parse(dataOfStored(query.topic, m.frame)) as Json })),
+        };
+      },
+      {
+        query: HttpHistoryQuery,
+        error: ({ code, error }) => {
+          if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
+        },
+      },
+    )
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();

@@ -52,6 +52,25 @@ export const ConfigSchema = z.object({
    * what a slow Redis can make this process hold.
    */
   REDIS_MAX_PENDING_BYTES: integer(32 * MiB, 64 * 1024, 4096 * MiB),
+  /**
+   * Messages kept per topic for recovery and history requests; 0 turns history off (no offsets, no acks that
+   * wait for storage). 100 covers a reconnect of a few seconds on a busy topic (Centrifugo's examples use the
+   * same order); at most 10,000, because a recovery replays up to this many frames in one step.
+   */
+  HISTORY_SIZE: integer(100, 0, 10_000),
+  /** A topic's messages are kept this long after its last publish: 5 minutes outlasts a phone's network switch. */
+  HISTORY_TTL_MS: integer(300_000, 1000, 30 * 86_400_000),
+  /**
+   * Memory broker: all topics' stored messages together (frames plus ~100 bytes of bookkeeping each, and ~200
+   * per topic); past it the oldest go first. 64 MiB holds ~10,000 topics x 100 messages of ~100 bytes.
+   */
+  HISTORY_MAX_BYTES: integer(64 * MiB, MiB, 64 * 1024 * MiB),
+  /**
+   * Redis: how long a topic's offset and epoch outlive its last publish. Longer than HISTORY_TTL_MS so a topic
+   * that is quiet for a while keeps its offsets (its subscribers then recover nothing rather than being told
+   * the history was lost); a day costs ~150 bytes of Redis per topic published that day.
+   */
+  HISTORY_META_TTL_MS: integer(86_400_000, 1000, 365 * 86_400_000),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
   WORKERS: z
     .string()
@@ -118,6 +137,13 @@ export const ConfigSchema = z.object({
       code: "custom",
       path: ["REDIS_MAX_PENDING_BYTES"],
       message: `must be at least MAX_PAYLOAD_BYTES (${config.MAX_PAYLOAD_BYTES}): a publish larger than the bound would never reach other nodes`,
+    });
+  }
+  if (config.HISTORY_META_TTL_MS < config.HISTORY_TTL_MS) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["HISTORY_META_TTL_MS"],
+      message: `must be at least HISTORY_TTL_MS (${config.HISTORY_TTL_MS}): a topic's offsets must outlive its messages`,
     });
   }
   if (config.WORKERS > 1 && config.REDIS_URL === undefined) {

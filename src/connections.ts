@@ -9,12 +9,17 @@ import type { Identity } from "./auth/tokens.ts";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Beating, WheelSlot } from "./heartbeat.ts";
-import type { FrameId } from "./protocol.ts";
+import type { Recovery } from "./history/recovery.ts";
+import type { FrameId, Position } from "./protocol.ts";
 import { RateLimiter, type Bucket } from "./rate-limit.ts";
 
 /** A subscription waiting for the broker's confirmation: the ids of the subscribe frames to answer then. */
 export interface PendingSubscription {
   replies: (FrameId | undefined)[];
+  /** The position the client asked to resume from (subscribe with `since`). */
+  since?: Position;
+  /** Live messages buffered while the topic's history is read (async stores only). */
+  recovery?: Recovery;
 }
 
 export class Conn implements Beating {

@@ -20,7 +20,8 @@ import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { closeLabel, Metrics } from "./metrics.ts";
 import { ClientFrame, Close, encode, ErrorText, type FrameId, Route, type ErrorCode } from "./protocol.ts";
-import { TopicPipeline } from "./topics.ts";
+import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics.ts";
+import type { HistoryRead } from "./history/history.ts";
 
 export { Conn };
 type Socket = ServerWebSocket<Conn>;
@@ -69,10 +70,21 @@ export class Gateway {
     this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
     this.hub = new Hub(compressFromFor(config));
-    this.topics = new TopicPipeline(this.hub, broker, this.metrics, config.MAX_TOPICS_PER_CONNECTION, {
-      send: (conn, frame) => this.send(conn.ws, frame),
-      reject: (conn, code, message, id) => this.reject(conn.ws, code, message, id),
-    });
+    this.topics = new TopicPipeline(
+      this.hub,
+      broker,
+      this.metrics,
+      {
+        send: (conn, frame) => this.send(conn.ws, frame),
+        reject: (conn, code, message, id) => this.reject(conn.ws, code, message, id),
+      },
+      {
+        maxTopics: config.MAX_TOPICS_PER_CONNECTION,
+        historySize: config.HISTORY_SIZE,
+        recoveryBudgetBytes: Math.floor(config.BACKPRESSURE_LIMIT_BYTES / 2),
+        connections: () => this.registry.open,
+      },
+    );
     this.heartbeat = new Heartbeat<Conn>({
       intervalMs: config.PING_INTERVAL_MS,
       waitMs: config.PING_WAIT_MS,
@@ -115,6 +127,7 @@ export class Gateway {
       brokerKind: broker.kind,
       redis: this.broker.counters,
       redisGauges: this.broker.gauges?.(),
+      history: this.broker.historyStats && { counters: this.broker.historyStats.counters, gauges: this.broker.historyStats.gauges() },
     });
   }
 
@@ -294,18 +307,44 @@ export class Gateway {
     const frame = parsed.data;
     switch (frame.type) {
       case "publish": {
-        const refused = this.topics.publish(frame.topic, frame.data, conn.identity);
-        if (refused !== undefined) return this.reject(ws, refused.code, refused.message, frame.id);
-        if (frame.id !== undefined) this.send(ws, encode.ack(frame.id));
+        const outcome = this.topics.publish(frame.topic, frame.data, conn.identity);
+        if (typeof outcome === "number") {
+          if (frame.id !== undefined) this.send(ws, encode.ack(frame.id, outcome));
+        } else if (outcome instanceof Promise) {
+          const id = frame.id;
+          void outcome.then((settled) => {
+            if (!conn.closed) this.answerPublish(ws, settled, id);
+          });
+        } else {
+          this.reject(ws, outcome.code, outcome.message, frame.id);
+        }
         return;
       }
       case "subscribe":
-        return this.topics.subscribe(conn, frame.topic, frame.id);
+        return this.topics.subscribe(conn, frame.topic, frame.id, frame.since);
       case "unsubscribe":
         return this.topics.unsubscribe(conn, frame.topic, frame.id);
       case "ping":
         return this.send(ws, encode.pong(frame.id));
+      case "history": {
+        const { topic, since, limit, id } = frame;
+        const read = this.topics.readHistory(topic, since, limit, conn.identity);
+        const answer = (result: Refusal | HistoryRead) => {
+          if (conn.closed) return;
+          if ("code" in result) this.reject(ws, result.code, result.message, id);
+          else this.send(ws, encode.history(topic, result, result.messages, id));
+        };
+        if (read instanceof Promise) void read.then(answer);
+        else answer(read);
+        return;
+      }
     }
+  }
+
+  /** A publish's ack (with its offset when stored in history) or its refusal. */
+  private answerPublish(ws: Socket, outcome: PublishOutcome, id: FrameId | undefined): void {
+    if (typeof outcome !== "number") this.reject(ws, outcome.code, outcome.message, id);
+    else if (id !== undefined) this.send(ws, encode.ack(id, outcome));
   }
 }
 

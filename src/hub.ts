@@ -3,11 +3,14 @@
 // waiting for the broker's confirmation, which Bun's own count cannot see (a socket is natively subscribed
 // only once `subscribed` is sent, so no message can precede that reply).
 import type { Server, ServerWebSocket } from "bun";
+import type { Recovery } from "./history/recovery.ts";
 
 export class Hub {
   private server: Server<unknown> | undefined;
   /** Local subscriptions per topic, pending or active: the broker's interest follows this count. */
   private readonly interest = new Map<string, number>();
+  /** Subscriptions whose history is being read: live messages of their topic are buffered for them. */
+  private readonly recoveries = new Map<string, Set<Recovery>>();
 
   constructor(private readonly compressFrom: number) {}
 
@@ -19,10 +22,36 @@ export class Hub {
     this.server = undefined;
   }
 
-  /** Delivers one serialized frame to every active local subscriber of `topic`. */
-  readonly deliver = (topic: string, frame: string): void => {
+  /**
+   * Delivers one serialized frame to every active local subscriber of `topic`, and, for history messages,
+   * to every recovery of the topic in flight (one `size` check when there is none).
+   */
+  readonly deliver = (topic: string, frame: string, offset = 0, epoch?: string): void => {
+    if (this.recoveries.size !== 0 && offset > 0) {
+      const waiting = this.recoveries.get(topic);
+      if (waiting !== undefined) for (const recovery of waiting) recovery.add(frame, offset, epoch);
+    }
     this.server?.publish(topic, frame, frame.length >= this.compressFrom);
   };
+
+  /** From now on, live messages of `topic` are also handed to `recovery`. */
+  watch(topic: string, recovery: Recovery): void {
+    let waiting = this.recoveries.get(topic);
+    if (waiting === undefined) this.recoveries.set(topic, (waiting = new Set()));
+    waiting.add(recovery);
+  }
+
+  unwatch(topic: string, recovery: Recovery): void {
+    const waiting = this.recoveries.get(topic);
+    if (waiting?.delete(recovery) && waiting.size === 0) this.recoveries.delete(topic);
+  }
+
+  /** Recoveries in flight (for tests: none may be left behind). */
+  get recovering(): number {
+    let count = 0;
+    for (const waiting of this.recoveries.values()) count += waiting.size;
+    return count;
+  }
 
   /** Active local subscribers (Bun's native count): the deliveries one publish makes here. */
   subscribers(topic: string): number {

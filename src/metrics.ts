@@ -42,11 +42,19 @@ export class Metrics {
   heartbeatTimeouts = 0;
   rateLimited = 0;
   tokenExpiries = 0;
+  /** History: messages stored (their publishes are counted once stored), refused (store unavailable), reads. */
+  historyAppends = 0;
+  historyUnavailable = 0;
+  historyReads = 0;
+  /** Topics whose stream on this node broke (Redis link lost messages, history reset): subscribers re-recover. */
+  streamBreaks = 0;
 
   readonly upgradesAccepted = new Labeled();
   readonly upgradesRejected = new Labeled();
   readonly errors = new Labeled();
   readonly closes = new Labeled();
+  /** Subscribes with `since`, by outcome: recovered, not_recovered, unavailable. */
+  readonly recoveries = new Labeled();
 
   /** Renders every metric; `gauges` are read at scrape time from their owners (connections, broker state). */
   render(gauges: {
@@ -55,6 +63,8 @@ export class Metrics {
     brokerKind: string;
     redis?: Record<string, number>;
     redisGauges?: Record<string, number>;
+    /** The history store's own figures when it lives in this process (memory broker). */
+    history?: { counters: Record<string, number>; gauges: Record<string, number> };
   }): string {
     const out: string[] = [];
     const metric = (name: string, type: "counter" | "gauge", help: string, samples: [string, number][]) => {
@@ -81,6 +91,17 @@ export class Metrics {
     metric("switchboard_token_expiries_total", "counter", "Connections closed with 4001 when their token expired.", [["", this.tokenExpiries]]);
     metric("switchboard_rate_limited_total", "counter", "Frames refused with rate_limited.", [["", this.rateLimited]]);
     metric("switchboard_broker_ready", "gauge", "1 when the broker reaches the other nodes (always 1 for memory).", [[`{broker="${gauges.brokerKind}"}`, gauges.brokerReady ? 1 : 0]]);
+    metric("switchboard_history_appends_total", "counter", "Messages stored in history (their publishes are acknowledged with the offset).", [["", this.historyAppends]]);
+    metric("switchboard_history_unavailable_total", "counter", "Publishes to history topics refused with unavailable (store down or too slow); none was delivered.", [["", this.historyUnavailable]]);
+    metric("switchboard_history_reads_total", "counter", "History requests answered (socket and HTTP).", [["", this.historyReads]]);
+    metric("switchboard_history_recoveries_total", "counter", "Subscribes with since, by outcome.", labeled("outcome", this.recoveries, ["recovered", "not_recovered", "unavailable"]));
+    metric("switchboard_history_stream_breaks_total", "counter", "Topics whose stream on this node broke; their subscribers were sent to recover.", [["", this.streamBreaks]]);
+    if (gauges.history) {
+      for (const [k, v] of Object.entries(gauges.history.counters)) metric(`switchboard_history_${k}_total`, "counter", `History store (memory): ${k} messages.`, [["", v]]);
+      metric("switchboard_history_bytes", "gauge", "History store (memory): bytes held, as counted against HISTORY_MAX_BYTES.", [["", gauges.history.gauges.bytes ?? 0]]);
+      metric("switchboard_history_topics", "gauge", "History store (memory): topics with a position.", [["", gauges.history.gauges.topics ?? 0]]);
+      metric("switchboard_history_messages", "gauge", "History store (memory): messages held.", [["", gauges.history.gauges.messages ?? 0]]);
+    }
     if (gauges.redis) {
       for (const [k, v] of Object.entries(gauges.redis)) metric(`switchboard_redis_${k}_total`, "counter", `Redis broker: ${k}.`, [["", v]]);
     }

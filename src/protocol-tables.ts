@@ -7,6 +7,7 @@ export const Route = {
   connect: "/connect",
   echo: "/echo",
   publish: "/publish",
+  history: "/api/history",
   healthz: "/healthz",
   readyz: "/readyz",
   metrics: "/metrics",

@@ -29,13 +29,31 @@ const Data = z.custom<Json>((value) => value !== undefined, { message: "required
 // separately from a schema failure (`invalid_message`).
 const id = FrameId.optional();
 
-export const SubscribeFrame = z.object({ type: z.literal("subscribe"), topic: z.string(), id });
+/**
+ * A place in a topic's history: `offset` counts the topic's publishes (the first is 1), `epoch` names the
+ * history those offsets belong to and changes whenever it was lost (memory broker restarted, Redis emptied).
+ */
+export const Position = z.strictObject({ epoch: z.string().min(1).max(64), offset: z.number().int().min(0) });
+export type Position = z.infer<typeof Position>;
+
+/** Most messages one history request returns (and its default). */
+export const HISTORY_LIMIT_MAX = 100;
+const HistoryLimit = z.number().int().min(1).max(HISTORY_LIMIT_MAX);
+
+export const SubscribeFrame = z.object({ type: z.literal("subscribe"), topic: z.string(), since: Position.optional(), id });
 export const UnsubscribeFrame = z.object({ type: z.literal("unsubscribe"), topic: z.string(), id });
 export const PublishFrame = z.object({ type: z.literal("publish"), topic: z.string(), data: Data, id });
 export const PingFrame = z.object({ type: z.literal("ping"), id });
+export const HistoryRequestFrame = z.object({
+  type: z.literal("history"),
+  topic: z.string(),
+  since: Position.optional(),
+  limit: HistoryLimit.optional(),
+  id,
+});
 
 /** Client -> server. Unknown extra keys are ignored (forward compatible); an unknown `type` is invalid. */
-export const ClientFrame = z.discriminatedUnion("type", [SubscribeFrame, UnsubscribeFrame, PublishFrame, PingFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [SubscribeFrame, UnsubscribeFrame, PublishFrame, PingFrame, HistoryRequestFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** POST /publish body: the same topic rule and data as a socket publish. */
@@ -44,6 +62,24 @@ export const HttpPublishBody = z.object({
   data: Data,
 });
 export type HttpPublishBody = z.infer<typeof HttpPublishBody>;
+
+/** Digits only, as a query string carries them: "", "1e3", "-1" and "0x10" are refused. */
+const queryInteger = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,16}$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+/** GET /api/history's query: the history frame's fields, flattened (`since` + `epoch` are one position). */
+export const HttpHistoryQuery = z
+  .object({
+    topic: z.string().regex(TOPIC_PATTERN, "must be 1-200 characters of letters, digits and . _ - : /"),
+    since: queryInteger(0, Number.MAX_SAFE_INTEGER).optional(),
+    epoch: z.string().min(1).max(64).optional(),
+    limit: queryInteger(1, HISTORY_LIMIT_MAX).optional(),
+  })
+  .refine((q) => (q.since === undefined) === (q.epoch === undefined), { message: "since and epoch go together", path: ["since"] });
 
 export const ErrorCode = z.enum([
   "invalid_json",
@@ -54,6 +90,7 @@ export const ErrorCode = z.enum([
   "unsupported_binary",
   "forbidden",
   "rate_limited",
+  "unavailable",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -63,10 +100,36 @@ export const WelcomeFrame = z.strictObject({
   connectionId: z.string(),
   heartbeat: z.strictObject({ intervalMs: z.number(), timeoutMs: z.number() }),
 });
-export const SubscribedFrame = z.strictObject({ type: z.literal("subscribed"), topic: z.string(), id });
-export const UnsubscribedFrame = z.strictObject({ type: z.literal("unsubscribed"), topic: z.string(), id });
-export const MessageFrame = z.strictObject({ type: z.literal("message"), topic: z.string(), data: Data });
-export const AckFrame = z.strictObject({ type: z.literal("ack"), id: FrameId });
+/**
+ * With history on, `epoch`/`offset` give the topic's position when the subscription started (the last offset
+ * it has), and `recovered` answers a subscribe with `since`: true when every missed message follows.
+ */
+export const SubscribedFrame = z.strictObject({
+  type: z.literal("subscribed"),
+  topic: z.string(),
+  epoch: z.string().optional(),
+  offset: z.number().optional(),
+  recovered: z.boolean().optional(),
+  id,
+});
+/**
+ * Why the server ended a subscription the client did not end: `recover` means this node's stream of the
+ * topic broke (its Redis link was lost, or the topic's history was reset); subscribe again with `since`.
+ */
+export const UnsubscribeReason = z.enum(["recover"]);
+export const UnsubscribedFrame = z.strictObject({ type: z.literal("unsubscribed"), topic: z.string(), reason: UnsubscribeReason.optional(), id });
+/** `offset` is present with history on: the message's place in its topic. */
+export const MessageFrame = z.strictObject({ type: z.literal("message"), topic: z.string(), data: Data, offset: z.number().optional() });
+export const AckFrame = z.strictObject({ type: z.literal("ack"), id: FrameId, offset: z.number().optional() });
+export const HistoryEntry = z.strictObject({ offset: z.number(), data: Data });
+export const HistoryFrame = z.strictObject({
+  type: z.literal("history"),
+  topic: z.string(),
+  epoch: z.string(),
+  offset: z.number(),
+  messages: z.array(HistoryEntry),
+  id,
+});
 export const PongFrame = z.strictObject({ type: z.literal("pong"), id });
 export const ErrorFrame = z.strictObject({ type: z.literal("error"), code: ErrorCode, message: z.string(), id });
 
@@ -78,15 +141,18 @@ export const ServerFrame = z.discriminatedUnion("type", [
   AckFrame,
   PongFrame,
   ErrorFrame,
+  HistoryFrame,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 export type MessageFrame = z.infer<typeof MessageFrame>;
+export type HistoryFrame = z.infer<typeof HistoryFrame>;
 
 /** Error texts shared by the socket protocol and the HTTP API. */
 export const ErrorText = {
   topicRule: "topic must be 1-200 characters of letters, digits and . _ - : /",
   binary: "binary frames are not supported on /connect: send JSON text",
   notJson: "frame is not valid JSON",
+  unavailable: "history store unavailable: nothing was published; retry later",
 } as const;
 
 // Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the
@@ -95,15 +161,39 @@ export const ErrorText = {
 const withId = (json: string, frameId: FrameId | undefined): string =>
   frameId === undefined ? `${json}}` : `${json},"id":${JSON.stringify(frameId)}}`;
 
+/** `{"type":"message","topic":T,"data":D` without its end: the part a history store completes with the offset. */
+export const messageHead = (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}`;
+/** A stored message frame: `head` + its offset. */
+export const withOffset = (head: string, offset: number): string => `${head},"offset":${offset}}`;
+const OFFSET_KEY = ',"offset":';
+/** The `data` JSON text of a stored message frame of `topic` (a slice: no parse, no re-serialization). */
+export const dataOfStored = (topic: string, frame: string): string =>
+  frame.slice(`{"type":"message","topic":"${topic}","data":`.length, frame.lastIndexOf(OFFSET_KEY));
+
 export const encode = {
   welcome: (connectionId: string, intervalMs: number, timeoutMs: number): string =>
     `{"type":"welcome","connectionId":${JSON.stringify(connectionId)},"heartbeat":{"intervalMs":${intervalMs},"timeoutMs":${timeoutMs}}}`,
-  subscribed: (topic: string, frameId?: FrameId): string => withId(`{"type":"subscribed","topic":"${topic}"`, frameId),
-  unsubscribed: (topic: string, frameId?: FrameId): string =>
-    withId(`{"type":"unsubscribed","topic":"${topic}"`, frameId),
+  /** `at`: the topic's position with history on; `recovered`: only in reply to a subscribe with `since`. */
+  subscribed: (topic: string, frameId?: FrameId, at?: Position, recovered?: boolean): string =>
+    withId(
+      `{"type":"subscribed","topic":"${topic}"${at === undefined ? "" : `,"epoch":${JSON.stringify(at.epoch)},"offset":${at.offset}`}${recovered === undefined ? "" : `,"recovered":${recovered}`}`,
+      frameId,
+    ),
+  unsubscribed: (topic: string, frameId?: FrameId, reason?: z.infer<typeof UnsubscribeReason>): string =>
+    withId(`{"type":"unsubscribed","topic":"${topic}"${reason === undefined ? "" : `,"reason":"${reason}"`}`, frameId),
   /** `data` was parsed from JSON, so stringify cannot fail on cycles; it is serialized once per publish. */
   message: (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}}`,
-  ack: (frameId: FrameId): string => `{"type":"ack","id":${JSON.stringify(frameId)}}`,
+  /** `offset` > 0: the published message's offset (history on). */
+  ack: (frameId: FrameId, offset = 0): string =>
+    offset > 0 ? `{"type":"ack","id":${JSON.stringify(frameId)},"offset":${offset}}` : `{"type":"ack","id":${JSON.stringify(frameId)}}`,
+  /** `frames` are stored message frames of `topic`, oldest first. */
+  history: (topic: string, at: Position, frames: readonly { offset: number; frame: string }[], frameId?: FrameId): string =>
+    withId(
+      `{"type":"history","topic":"${topic}","epoch":${JSON.stringify(at.epoch)},"offset":${at.offset},"messages":[${frames
+        .map((e) => `{"offset":${e.offset},"data":${dataOfStored(topic, e.frame)}}`)
+        .join(",")}]`,
+      frameId,
+    ),
   pong: (frameId?: FrameId): string => withId(`{"type":"pong"`, frameId),
   error: (code: ErrorCode, message: string, frameId?: FrameId): string =>
     withId(`{"type":"error","code":"${code}","message":${JSON.stringify(message)}`, frameId),

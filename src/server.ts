@@ -8,7 +8,9 @@ import { RedisBroker } from "./broker/redis.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { Gateway } from "./gateway.ts";
+import type { Hub } from "./hub.ts";
 import { Logger } from "./log.ts";
+import { MemoryHistory } from "./history/memory.ts";
 import type { TopicPipeline } from "./topics.ts";
 
 export interface RunningServer {
@@ -31,22 +33,31 @@ export interface ServerDeps {
   clock?: Clock;
 }
 
-function createBroker(config: Config, log: Logger, clock: Clock): Broker {
-  if (config.REDIS_URL === undefined) return new MemoryBroker();
+/** `held(topic)`: whether the topic has local subscribers (the memory history keeps their position). */
+function createBroker(config: Config, log: Logger, clock: Clock, held: (topic: string) => boolean): Broker {
+  const history = config.HISTORY_SIZE > 0 ? { size: config.HISTORY_SIZE, ttlMs: config.HISTORY_TTL_MS } : undefined;
+  if (config.REDIS_URL === undefined) {
+    return new MemoryBroker(history && new MemoryHistory({ ...history, maxBytes: config.HISTORY_MAX_BYTES, clock, held }));
+  }
   return new RedisBroker({
     url: config.REDIS_URL,
     log,
     clock,
     timeoutMs: config.REDIS_TIMEOUT_MS,
     maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
+    history: history && { ...history, metaTtlMs: config.HISTORY_META_TTL_MS },
   });
 }
 
 export function startServer(config: Config, deps: ServerDeps = {}): RunningServer {
   const log = deps.log ?? new Logger(config.LOG_LEVEL);
   const clock = deps.clock ?? systemClock;
-  const broker = deps.broker ?? createBroker(config, log, clock);
+  // The memory history asks the hub, which the gateway creates after the broker: bound once it exists.
+  let hub: Hub | undefined;
+  const held = (topic: string) => (hub?.interestIn(topic) ?? 0) > 0;
+  const broker = deps.broker ?? createBroker(config, log, clock, held);
   const gateway = new Gateway(config, broker, log, clock);
+  hub = gateway.hub;
   const app = createApp(config, gateway, log);
   try {
     app.listen({

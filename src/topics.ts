@@ -1,22 +1,43 @@
-// The topic pipeline: publish, subscribe, unsubscribe and leave-on-close, the one path that socket frames
-// and the HTTP API both go through. Checks (topic rule, permissions, per-connection topic cap) happen here,
-// next to the bookkeeping they guard, so a limit is checked where it is counted.
+// The topic pipeline: publish, subscribe, unsubscribe, history and leave-on-close, the one path that socket
+// frames and the HTTP API both go through. Checks (topic rule, permissions, per-connection topic cap) happen
+// here, next to the bookkeeping they guard, so a limit is checked where it is counted.
 //
 // Ordering guarantee: a socket is natively subscribed to a topic in the same synchronous step that sends its
 // `subscribed`, and only once the broker says messages from other nodes will arrive. So no `message` of T
 // ever precedes T's `subscribed` on a connection, and `subscribed` means cross-node messages of T arrive.
+//
+// With history on, that step also carries the recovery: `subscribed` with the topic's position, the missed
+// messages, the live ones that arrived while history was read (src/history/recovery.ts), then the native
+// subscription. On Redis, this node also checks that each topic's stream continues (same epoch, offset + 1);
+// when it breaks (its Redis link dropped messages, or the topic's history was reset), the topic's local
+// subscribers are told to resubscribe with `since` (`unsubscribed`, reason `recover`) and recover from there.
 import type { Identity } from "./auth/tokens.ts";
 import type { Broker } from "./broker/broker.ts";
 import type { Conn, PendingSubscription } from "./connections.ts";
+import { HistoryUnavailable, type HistoryRead } from "./history/history.ts";
+import { plan, Recovery } from "./history/recovery.ts";
 import type { Hub } from "./hub.ts";
 import type { Metrics } from "./metrics.ts";
-import { encode, ErrorText, isValidTopic, type ErrorCode, type FrameId, type Json } from "./protocol.ts";
+import {
+  encode,
+  ErrorText,
+  HISTORY_LIMIT_MAX,
+  isValidTopic,
+  messageHead,
+  type ErrorCode,
+  type FrameId,
+  type Json,
+  type Position,
+} from "./protocol.ts";
 
-/** Why the pipeline refused an operation: an error frame on a socket, a 4xx over HTTP. */
+/** Why the pipeline refused an operation: an error frame on a socket, a 4xx (or 503) over HTTP. */
 export interface Refusal {
   code: ErrorCode;
   message: string;
 }
+
+/** What a publish came to: the message's offset (0 with history off), or why it was refused. */
+export type PublishOutcome = number | Refusal;
 
 /** How the pipeline answers a connection (counted sends, owned by the gateway). */
 export interface Replies {
@@ -24,43 +45,88 @@ export interface Replies {
   reject(conn: Conn, code: ErrorCode, message: string, id?: FrameId): void;
 }
 
+export interface PipelineOptions {
+  maxTopics: number;
+  /** HISTORY_SIZE: 0 = history off. */
+  historySize: number;
+  /**
+   * Bytes a recovery may send in its one step (replay + buffered live messages): half the socket's
+   * backpressure limit, since uWS drops a socket whose buffer passes the limit.
+   */
+  recoveryBudgetBytes: number;
+  /** The open connections, walked only when a topic's stream breaks (rare: a Redis link lost messages). */
+  connections: () => Iterable<Conn>;
+}
+
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
+const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
+const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
 /** Repeated subscribes of one topic waiting for the broker's confirmation, per connection. */
 const MAX_WAITING_REPLIES = 16;
 
 export class TopicPipeline {
+  private readonly history: boolean;
+  /** Redis only: per topic with an active local subscriber, the last position delivered on this node. */
+  private readonly cursors = new Map<string, Position>();
+
   constructor(
     private readonly hub: Hub,
     private readonly broker: Broker,
     private readonly metrics: Metrics,
-    private readonly maxTopics: number,
     private readonly replies: Replies,
+    private readonly options: PipelineOptions,
   ) {
+    this.history = options.historySize > 0;
     broker.start(this.deliver);
   }
 
   /** Every message for this node's subscribers, local or from other nodes, goes out here. */
-  private readonly deliver = (topic: string, frame: string): void => {
+  private readonly deliver = (topic: string, frame: string, offset?: number, epoch?: string): void => {
+    if (epoch !== undefined && this.cursors.size !== 0) this.follow(topic, offset!, epoch);
     this.metrics.deliveries += this.hub.subscribers(topic);
-    this.hub.deliver(topic, frame);
+    this.hub.deliver(topic, frame, offset, epoch);
   };
 
   /**
    * Publishes `data` to `topic` as one serialized frame. `identity` is the publisher's token (sockets in auth
    * mode); without one (open mode, the HTTP API's key) every topic is allowed. `data` came from JSON.parse
-   * within the nesting limit (src/json-depth.ts), so serializing it cannot fail.
+   * within the nesting limit (src/json-depth.ts), so serializing it cannot fail. With history on, the outcome
+   * is the stored message's offset (a promise when the store is remote); `unavailable` when it could not be
+   * stored, and then nothing was delivered.
    */
-  publish(topic: string, data: Json, identity?: Identity): Refusal | undefined {
+  publish(topic: string, data: Json, identity?: Identity): PublishOutcome | Promise<PublishOutcome> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
     if (identity !== undefined && !identity.permissions.canPublish(topic)) {
       return { code: "forbidden", message: `not allowed to publish to ${topic}` };
     }
-    this.metrics.publishes++;
-    void this.broker.publish(topic, encode.message(topic, data));
-    return undefined;
+    if (!this.history) {
+      this.metrics.publishes++;
+      void this.broker.publish(topic, encode.message(topic, data));
+      return 0;
+    }
+    let stored: number | Promise<number>;
+    try {
+      stored = this.broker.append(topic, messageHead(topic, data));
+    } catch (error) {
+      return this.notStored(error);
+    }
+    if (typeof stored === "number") return this.stored(stored);
+    return stored.then(this.stored, this.notStored);
   }
 
-  subscribe(conn: Conn, topic: string, id: FrameId | undefined): void {
+  private readonly stored = (offset: number): number => {
+    this.metrics.publishes++;
+    this.metrics.historyAppends++;
+    return offset;
+  };
+
+  private readonly notStored = (error: unknown): Refusal => {
+    if (!(error instanceof HistoryUnavailable)) throw error;
+    this.metrics.historyUnavailable++;
+    return UNAVAILABLE;
+  };
+
+  subscribe(conn: Conn, topic: string, id: FrameId | undefined, since?: Position): void {
     if (!isValidTopic(topic)) return this.replies.reject(conn, "invalid_topic", ErrorText.topicRule, id);
     if (conn.identity !== undefined && !conn.identity.permissions.canSubscribe(topic)) {
       return this.replies.reject(conn, "forbidden", `not allowed to subscribe to ${topic}`, id);
@@ -76,15 +142,16 @@ export class TopicPipeline {
       held.replies.push(id);
       return;
     }
-    if (topics.size >= this.maxTopics) {
-      return this.replies.reject(conn, "too_many_topics", `at most ${this.maxTopics} topics per connection`, id);
+    if (topics.size >= this.options.maxTopics) {
+      return this.replies.reject(conn, "too_many_topics", `at most ${this.options.maxTopics} topics per connection`, id);
     }
     const pending: PendingSubscription = { replies: [id] };
+    if (since !== undefined) pending.since = since;
     topics.set(topic, pending);
     this.hub.join(topic);
     const upstream = this.broker.subscribe(topic);
-    if (upstream === undefined) this.activate(conn, topic, pending);
-    else void upstream.then(() => this.activate(conn, topic, pending));
+    if (upstream === undefined) this.confirmed(conn, topic, pending);
+    else void upstream.then(() => this.confirmed(conn, topic, pending));
   }
 
   unsubscribe(conn: Conn, topic: string, id: FrameId | undefined): void {
@@ -93,9 +160,12 @@ export class TopicPipeline {
     if (held === undefined) return this.replies.reject(conn, "not_subscribed", `not subscribed to ${topic}`, id);
     conn.topics!.delete(topic);
     if (held === null) this.hub.deactivate(conn.ws, topic);
-    // A subscription cancelled before it was confirmed: its subscribes are answered first, so the replies
-    // keep the order of the requests; no message was or will be delivered for it.
-    else for (const replyId of held.replies) this.replies.send(conn, encode.subscribed(topic, replyId));
+    else {
+      if (held.recovery !== undefined) this.hub.unwatch(topic, held.recovery);
+      // A subscription cancelled before it was confirmed: its subscribes are answered first, so the replies
+      // keep the order of the requests; no message was or will be delivered for it.
+      for (const replyId of held.replies) this.replies.send(conn, encode.subscribed(topic, replyId));
+    }
     this.release(topic);
     this.replies.send(conn, encode.unsubscribed(topic, id));
   }
@@ -105,7 +175,30 @@ export class TopicPipeline {
     const topics = conn.topics;
     if (topics === undefined) return;
     conn.topics = undefined;
-    for (const topic of topics.keys()) this.release(topic);
+    for (const [topic, held] of topics) {
+      if (held?.recovery !== undefined) this.hub.unwatch(topic, held.recovery);
+      this.release(topic);
+    }
+  }
+
+  /**
+   * A history request (socket frame or HTTP): the latest `limit` messages, or those after `since` when it names
+   * the topic's epoch. Needs subscribe permission (sockets in auth mode).
+   */
+  readHistory(topic: string, since: Position | undefined, limit = HISTORY_LIMIT_MAX, identity?: Identity): Refusal | HistoryRead | Promise<Refusal | HistoryRead> {
+    if (!isValidTopic(topic)) return INVALID_TOPIC;
+    if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
+      return { code: "forbidden", message: `not allowed to read the history of ${topic}` };
+    }
+    if (!this.history) return HISTORY_OFF;
+    let read: HistoryRead | Promise<HistoryRead>;
+    try {
+      read = this.broker.read(topic, { since, limit, create: false });
+    } catch (error) {
+      return this.notStored(error);
+    }
+    this.metrics.historyReads++;
+    return read instanceof Promise ? read.catch(this.notStored) : read;
   }
 
   /** Local subscriptions of `topic`, pending ones included. */
@@ -113,15 +206,99 @@ export class TopicPipeline {
     return this.hub.interestIn(topic);
   }
 
-  private activate(conn: Conn, topic: string, pending: PendingSubscription): void {
+  /** The broker will deliver `topic` from other nodes: activate now, or first read the topic's position. */
+  private confirmed(conn: Conn, topic: string, pending: PendingSubscription): void {
+    if (!this.history) return this.activate(conn, topic, pending, undefined);
+    if (this.stale(conn, topic, pending)) return;
+    let read: HistoryRead | Promise<HistoryRead>;
+    try {
+      read = this.broker.read(topic, { since: pending.since, limit: this.options.historySize, create: true });
+    } catch (error) {
+      return this.readFailed(conn, topic, pending, error);
+    }
+    if (!(read instanceof Promise)) return this.recover(conn, topic, pending, read);
+    const recovery = (pending.recovery = new Recovery(this.options.recoveryBudgetBytes));
+    this.hub.watch(topic, recovery);
+    read.then(
+      (result) => this.recover(conn, topic, pending, result),
+      (error: unknown) => this.readFailed(conn, topic, pending, error),
+    );
+  }
+
+  /** The read came back: answer, replay, flush what arrived meanwhile, and go live, in one step. */
+  private recover(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead): void {
+    const live = pending.recovery;
+    if (live !== undefined) this.hub.unwatch(topic, live);
+    if (this.stale(conn, topic, pending)) return;
+    const { at, recovered, frames } = plan(read, pending.since, live, this.options.recoveryBudgetBytes);
+    if (recovered !== undefined) this.metrics.recoveries.inc(recovered ? "recovered" : "not_recovered");
+    this.activate(conn, topic, pending, at, recovered, frames);
+    if (live !== undefined && !this.cursors.has(topic)) {
+      this.cursors.set(topic, { epoch: at.epoch, offset: Math.max(at.offset, live.highest) });
+    }
+  }
+
+  private readFailed(conn: Conn, topic: string, pending: PendingSubscription, error: unknown): void {
+    const live = pending.recovery;
+    if (live !== undefined) this.hub.unwatch(topic, live);
+    if (!(error instanceof HistoryUnavailable)) throw error;
+    if (this.stale(conn, topic, pending)) return;
+    if (pending.since === undefined) {
+      // A plain subscribe goes on as without history: live messages from now on, no position to offer.
+      return this.activate(conn, topic, pending, undefined, undefined, live?.frames.map((m) => m.frame));
+    }
+    this.metrics.recoveries.inc("unavailable");
+    conn.topics!.delete(topic);
+    this.release(topic);
+    for (const id of pending.replies) this.replies.reject(conn, "unavailable", `cannot recover ${topic}: ${ErrorText.unavailable}`, id);
+  }
+
+  private stale(conn: Conn, topic: string, pending: PendingSubscription): boolean {
     // Unsubscribed, closed, or replaced by a newer subscription meanwhile: that path answered already.
-    if (conn.closed || conn.topics?.get(topic) !== pending) return;
-    conn.topics.set(topic, null);
+    return conn.closed || conn.topics?.get(topic) !== pending;
+  }
+
+  private activate(
+    conn: Conn,
+    topic: string,
+    pending: PendingSubscription,
+    at: Position | undefined,
+    recovered?: boolean,
+    frames?: readonly string[],
+  ): void {
+    if (this.stale(conn, topic, pending)) return;
+    conn.topics!.set(topic, null);
+    for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
+    if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
     this.hub.activate(conn.ws, topic);
-    for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id));
+  }
+
+  /** Redis: checks that `topic`'s stream on this node continues; a break sends its subscribers to recover. */
+  private follow(topic: string, offset: number, epoch: string): void {
+    const cursor = this.cursors.get(topic);
+    if (cursor === undefined) return;
+    if (cursor.epoch === epoch && offset === cursor.offset + 1) {
+      cursor.offset = offset;
+      return;
+    }
+    cursor.epoch = epoch;
+    cursor.offset = offset;
+    this.metrics.streamBreaks++;
+    for (const conn of this.options.connections()) {
+      const held = conn.topics?.get(topic);
+      if (held === null) {
+        conn.topics!.delete(topic);
+        this.hub.deactivate(conn.ws, topic);
+        this.release(topic);
+        this.replies.send(conn, encode.unsubscribed(topic, undefined, "recover"));
+      }
+    }
   }
 
   private release(topic: string): void {
-    if (this.hub.leave(topic)) this.broker.unsubscribe(topic);
+    if (this.hub.leave(topic)) {
+      this.cursors.delete(topic);
+      this.broker.unsubscribe(topic);
+    }
   }
 }

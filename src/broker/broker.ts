@@ -1,6 +1,7 @@
 // The cross-node broker: how a published frame reaches the subscribers of every node, and how a node tells
 // the others which topics it needs. Composed beside the local hub (src/hub.ts), never inherited from it.
 import type { Config } from "../config.ts";
+import type { HistoryQuery, HistoryRead } from "../history/history.ts";
 
 export interface BrokerStatus {
   kind: "memory" | "redis";
@@ -9,8 +10,11 @@ export interface BrokerStatus {
   detail?: string;
 }
 
-/** Where a broker hands messages for this node's subscribers: the hub's native publish. */
-export type Deliver = (topic: string, frame: string) => void;
+/**
+ * Where a broker hands messages for this node's subscribers: the hub's native publish. History messages come
+ * with their offset, and, from Redis, their epoch (so the node can tell that its stream of a topic broke).
+ */
+export type Deliver = (topic: string, frame: string, offset?: number, epoch?: string) => void;
 
 /**
  * Delivery contract (today: at-most-once across nodes, exactly-once and in order within a node).
@@ -35,9 +39,24 @@ export interface Broker {
   /** Called once, before any publish: where messages for local subscribers go. */
   start(deliver: Deliver): void;
   publish(topic: string, frame: string): Promise<void>;
+  /**
+   * History contract (HISTORY_SIZE > 0; src/history/history.ts has the store's part). `append` stores the
+   * message `head` (a message frame without its end) under the topic's next offset, then delivers
+   * `head,"offset":N}` to the subscribers of every node, this one included, in offset order: per topic a total
+   * order, the same on every node. It returns the offset once stored (a plain number when that is
+   * synchronous) and rejects with HistoryUnavailable when the store cannot take it: then nothing is delivered
+   * anywhere, so a retry creates no gap. A rejection after a timeout may still have been stored (the store
+   * was slow, not down): a retry then stores the message twice, under two offsets.
+   * `read` answers a history query; it rejects with HistoryUnavailable too. Brokers built without history
+   * throw on both.
+   */
+  append(topic: string, head: string): number | Promise<number>;
+  read(topic: string, query: HistoryQuery): HistoryRead | Promise<HistoryRead>;
   subscribe(topic: string): Promise<void> | undefined;
   unsubscribe(topic: string): void;
   status(): BrokerStatus;
+  /** The history store's figures when it lives in this process (the memory broker's), for /metrics. */
+  readonly historyStats?: { counters: Record<string, number>; gauges(): Record<string, number> };
   /** Broker-specific counters for /metrics. */
   readonly counters?: Record<string, number>;
   /** Broker-specific gauges for /metrics. */

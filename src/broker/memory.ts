@@ -1,9 +1,14 @@
 // One process alone: a publish is the hub's native fan-out and nothing else; there are no other nodes to
-// subscribe at, so every subscription is effective at once.
+// subscribe at, so every subscription is effective at once. History, when on, is this process's memory
+// (src/history/memory.ts): storing and delivering are one synchronous step, so offsets are in order for free.
+import type { HistoryQuery, HistoryRead } from "../history/history.ts";
+import type { MemoryHistory } from "../history/memory.ts";
 import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broker.ts";
 
 export class MemoryBroker implements Broker {
   private deliver: Deliver | undefined;
+
+  constructor(readonly history?: MemoryHistory) {}
 
   start(deliver: Deliver): void {
     this.deliver = deliver;
@@ -13,6 +18,16 @@ export class MemoryBroker implements Broker {
     this.deliver(topic, frame);
     return PUBLISHED;
   }
+  append(topic: string, head: string): number {
+    if (this.deliver === undefined || this.history === undefined) throw new Error("broker without history, or used before start()");
+    const stored = this.history.append(topic, head);
+    this.deliver(topic, stored.frame, stored.offset);
+    return stored.offset;
+  }
+  read(topic: string, query: HistoryQuery): HistoryRead {
+    if (this.history === undefined) throw new Error("broker without history");
+    return this.history.read(topic, query);
+  }
   subscribe(_topic: string): undefined {
     return undefined;
   }
@@ -20,7 +35,11 @@ export class MemoryBroker implements Broker {
   status(): BrokerStatus {
     return { kind: "memory", ready: true };
   }
+  get historyStats(): MemoryHistory | undefined {
+    return this.history;
+  }
   async close(): Promise<void> {
     this.deliver = undefined;
+    this.history?.close();
   }
 }

@@ -19,6 +19,18 @@
 import { RedisClient } from "bun";
 import { systemClock, type Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { HistoryUnavailable, type HistoryQuery, type HistoryRead } from "../history/history.ts";
+import {
+  APPEND_SCRIPT,
+  APPEND_SHA,
+  appendArgs,
+  parseHistoryPayload,
+  parseRead,
+  READ_SCRIPT,
+  READ_SHA,
+  readArgs,
+  type RedisHistoryOptions,
+} from "../history/redis.ts";
 import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broker.ts";
 import { RedisChannels } from "./redis-channels.ts";
 
@@ -38,6 +50,8 @@ export interface RedisBrokerOptions {
   baseMs?: number;
   capMs?: number;
   clock?: Clock;
+  /** History on (HISTORY_SIZE > 0): publishes to history go through the append script (src/history/redis.ts). */
+  history?: RedisHistoryOptions;
 }
 
 /** One connection to Redis (publisher + subscriber) and what is in flight on it. */
@@ -142,6 +156,60 @@ export class RedisBroker implements Broker {
     return link.pub.publish(CHANNEL_PREFIX + topic, this.prefix + frame).then(link.onSent, link.onFailed);
   }
 
+  /**
+   * History topics: one script stores the message and PUBLISHes it with its offset; every node, this one
+   * included, delivers it from the channel, so all see the stream's order. Refused (HistoryUnavailable) while
+   * Redis is unreachable or over maxPendingBytes, and when the script fails or the connection drops before
+   * its reply (the stall check drops a hung connection within ~timeoutMs, which rejects what was in flight).
+   */
+  append(topic: string, head: string): Promise<number> {
+    const history = this.requireHistory();
+    const link = this.link;
+    const size = head.length + topic.length + 64;
+    if (link === undefined) return Promise.reject(new HistoryUnavailable(`redis unreachable: ${this.lastError}`));
+    if (link.pendingBytes + size > this.options.maxPendingBytes) {
+      this.counters.dropped++;
+      return Promise.reject(new HistoryUnavailable("redis is not keeping up (REDIS_MAX_PENDING_BYTES reached)"));
+    }
+    this.counters.sent++;
+    link.sent(size);
+    return this.script(link.pub, APPEND_SHA, APPEND_SCRIPT, appendArgs(topic, CHANNEL_PREFIX + topic, head, history)).then(
+      (offset) => {
+        link.onSent();
+        return offset as number;
+      },
+      (error: unknown) => {
+        link.onFailed();
+        throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`);
+      },
+    );
+  }
+
+  read(topic: string, query: HistoryQuery): Promise<HistoryRead> {
+    const history = this.requireHistory();
+    const link = this.link;
+    if (link === undefined) return Promise.reject(new HistoryUnavailable(`redis unreachable: ${this.lastError}`));
+    return this.script(link.pub, READ_SHA, READ_SCRIPT, readArgs(topic, query, history)).then(
+      (reply) => parseRead(reply, query.since),
+      (error: unknown) => {
+        throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`);
+      },
+    );
+  }
+
+  private requireHistory(): RedisHistoryOptions {
+    if (this.options.history === undefined) throw new Error("redis broker built without history");
+    return this.options.history;
+  }
+
+  /** EVALSHA, falling back to EVAL (which also caches the script) when Redis lost it (restart, SCRIPT FLUSH). */
+  private script(client: RedisClient, sha: string, script: string, args: string[]): Promise<unknown> {
+    return client.send("EVALSHA", [sha, ...args]).catch((error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+      return client.send("EVAL", [script, ...args]);
+    });
+  }
+
   subscribe(topic: string): Promise<void> | undefined {
     return this.channels.want(CHANNEL_PREFIX + topic);
   }
@@ -171,8 +239,18 @@ export class RedisBroker implements Broker {
     this.wake?.();
   }
 
-  /** Redis -> local subscribers. The payload is `<origin node>|<frame>`; our own come back and are skipped. */
+  /**
+   * Redis -> local subscribers. The payload is `<origin node>|<frame>`, and our own come back and are skipped;
+   * or, for history topics, `#<offset>#<epoch>|<frame>` from the append script, delivered by every node.
+   */
   private readonly onPayload = (payload: string, channel: string): void => {
+    if (payload.charCodeAt(0) === 35 /* # */) {
+      const stored = parseHistoryPayload(payload);
+      if (stored === undefined || this.deliver === undefined) return;
+      this.counters.received++;
+      this.deliver(channel.slice(CHANNEL_PREFIX.length), stored.frame, stored.offset, stored.epoch);
+      return;
+    }
     if (payload.startsWith(this.prefix)) return;
     const cut = payload.indexOf(SEPARATOR);
     if (cut < 0 || this.deliver === undefined) return;

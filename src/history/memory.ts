@@ -1,0 +1,189 @@
+// History in this process's memory, for the memory broker: one log per topic (a window over an array of
+// entries, dropped from its front), and one queue of every entry in publish order across topics, so the
+// byte bound drops the oldest entries of the whole process first.
+//
+// Memory arithmetic (HISTORY_MAX_BYTES counts it this way): an entry costs its frame (UTF-16 code units: one
+// byte each for Latin-1 text, which JSC stores so) plus ENTRY_OVERHEAD_BYTES (the entry object, its slot in
+// its topic's array and in the queue); a topic costs TOPIC_OVERHEAD_BYTES plus its name. The frame string is
+// the very one that was published: storing it allocates no copy. bench/history-memory.ts measures the real
+// figure against this estimate.
+//
+// A topic keeps its position (epoch and offset) while it has entries or local subscribers; a topic with
+// neither is forgotten, and its next publish starts a new epoch (so a `since` from before cannot match).
+import type { Clock } from "../clock.ts";
+import { withOffset, type Position } from "../protocol.ts";
+import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
+
+export const ENTRY_OVERHEAD_BYTES = 96;
+export const TOPIC_OVERHEAD_BYTES = 200;
+
+interface Entry extends StoredMessage {
+  readonly log: TopicLog;
+  readonly bytes: number;
+  live: boolean;
+}
+
+interface TopicLog {
+  readonly topic: string;
+  readonly epoch: string;
+  offset: number;
+  /** Held entries are entries[head..], offsets consecutive. */
+  entries: Entry[];
+  head: number;
+  lastPublishAt: number;
+}
+
+export interface MemoryHistoryOptions extends HistoryOptions {
+  maxBytes: number;
+  clock: Clock;
+  /** Whether the topic has local subscribers (their position must survive the topic's expiry). */
+  held(topic: string): boolean;
+}
+
+export class MemoryHistory {
+  private readonly logs = new Map<string, TopicLog>();
+  /** Every held entry (and some already dropped ones, skipped and compacted away), oldest first. */
+  private queue: Entry[] = [];
+  private queueHead = 0;
+  private liveEntries = 0;
+  /** Everything counted against maxBytes. */
+  bytes = 0;
+  /** Messages dropped by the byte bound (evicted) and by the TTL (expired). */
+  readonly counters = { evicted: 0, expired: 0 };
+  private readonly stopSweep: () => void;
+
+  constructor(private readonly options: MemoryHistoryOptions) {
+    // Expiry is also checked on every access, so the sweep only returns memory; once a second is plenty.
+    this.stopSweep = options.clock.every(Math.min(options.ttlMs, 1000), () => this.sweep());
+  }
+
+  /** Stores the message `head` + its offset; returns the offset and the frame to deliver. */
+  append(topic: string, head: string): StoredMessage {
+    const now = this.options.clock.now();
+    let log = this.logs.get(topic);
+    if (log === undefined) log = this.create(topic, now);
+    else this.expireIfDue(log, now);
+    const offset = ++log.offset;
+    const frame = withOffset(head, offset);
+    const entry: Entry = { offset, frame, log, bytes: frame.length + ENTRY_OVERHEAD_BYTES, live: true };
+    log.entries.push(entry);
+    log.lastPublishAt = now;
+    this.queue.push(entry);
+    this.liveEntries++;
+    this.bytes += entry.bytes;
+    if (log.entries.length - log.head > this.options.size) this.dropOldest(log);
+    if (this.bytes > this.options.maxBytes) this.evict();
+    else this.compactQueue();
+    return entry;
+  }
+
+  read(topic: string, query: HistoryQuery): HistoryRead {
+    const now = this.options.clock.now();
+    let log = this.logs.get(topic);
+    if (log !== undefined) this.expireIfDue(log, now);
+    if (log === undefined || this.logs.get(topic) !== log) {
+      if (!query.create) return { epoch: newEpoch(), offset: 0, messages: [], complete: false };
+      log = this.create(topic, now);
+    }
+    const { since, limit } = query;
+    const held = log.entries.length - log.head;
+    let from: number; // index into entries
+    if (since !== undefined && since.epoch === log.epoch && held > 0) {
+      const first = log.entries[log.head]!.offset;
+      from = log.head + Math.max(0, since.offset + 1 - first);
+    } else {
+      from = Math.max(log.head, log.entries.length - limit);
+    }
+    const messages: StoredMessage[] = log.entries.slice(from, Math.min(log.entries.length, from + limit));
+    return { epoch: log.epoch, offset: log.offset, messages, complete: isComplete(since, log.epoch, log.offset, messages) };
+  }
+
+  /** The topic's position now, if it has one. */
+  position(topic: string): Position | undefined {
+    const log = this.logs.get(topic);
+    return log === undefined ? undefined : { epoch: log.epoch, offset: log.offset };
+  }
+
+  gauges(): Record<string, number> {
+    return { bytes: this.bytes, topics: this.logs.size, messages: this.liveEntries };
+  }
+
+  close(): void {
+    this.stopSweep();
+    this.logs.clear();
+    this.queue = [];
+    this.queueHead = 0;
+    this.bytes = 0;
+    this.liveEntries = 0;
+  }
+
+  /** Drops expired entries, and forgets topics with no entries and no local subscriber. */
+  sweep(): void {
+    const now = this.options.clock.now();
+    for (const log of this.logs.values()) {
+      this.expireIfDue(log, now);
+      if (log.entries.length === log.head && !this.options.held(log.topic)) this.forget(log);
+    }
+    this.compactQueue();
+  }
+
+  private create(topic: string, now: number): TopicLog {
+    const log: TopicLog = { topic, epoch: newEpoch(), offset: 0, entries: [], head: 0, lastPublishAt: now };
+    this.logs.set(topic, log);
+    this.bytes += TOPIC_OVERHEAD_BYTES + topic.length;
+    return log;
+  }
+
+  private forget(log: TopicLog): void {
+    while (log.head < log.entries.length) this.dropOldest(log);
+    if (this.logs.get(log.topic) === log) {
+      this.logs.delete(log.topic);
+      this.bytes -= TOPIC_OVERHEAD_BYTES + log.topic.length;
+    }
+  }
+
+  /** A topic silent for ttlMs loses its entries (and, unless subscribed here, its position). */
+  private expireIfDue(log: TopicLog, now: number): void {
+    if (now - log.lastPublishAt < this.options.ttlMs) return;
+    if (log.head < log.entries.length) {
+      this.counters.expired += log.entries.length - log.head;
+      while (log.head < log.entries.length) this.dropOldest(log);
+    }
+    if (!this.options.held(log.topic)) this.forget(log);
+  }
+
+  private dropOldest(log: TopicLog): void {
+    const entry = log.entries[log.head]!;
+    log.entries[log.head++] = undefined as never; // release the frame now, not at the next compaction
+    entry.live = false;
+    this.liveEntries--;
+    this.bytes -= entry.bytes;
+    if (log.head === log.entries.length) {
+      log.entries = [];
+      log.head = 0;
+    } else if (log.head >= 64 && log.head * 2 >= log.entries.length) {
+      log.entries = log.entries.slice(log.head);
+      log.head = 0;
+    }
+  }
+
+  /** Past maxBytes: the oldest entries of the whole process go first. */
+  private evict(): void {
+    while (this.bytes > this.options.maxBytes && this.queueHead < this.queue.length) {
+      const entry = this.queue[this.queueHead++]!;
+      if (!entry.live) continue;
+      this.dropOldest(entry.log); // a topic's oldest entry is the first of its entries in the queue
+      this.counters.evicted++;
+      if (entry.log.entries.length === 0 && !this.options.held(entry.log.topic)) this.forget(entry.log);
+    }
+    this.compactQueue();
+  }
+
+  /** Keeps the queue within twice the live entries (dropped ones are skipped lazily): amortized O(1). */
+  private compactQueue(): void {
+    const length = this.queue.length - this.queueHead;
+    if (length <= 1024 || length <= 2 * this.liveEntries) return;
+    this.queue = this.queue.slice(this.queueHead).filter((entry) => entry.live);
+    this.queueHead = 0;
+  }
+}
