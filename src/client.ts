@@ -22,6 +22,9 @@ export type { ErrorCode, Json, ReconnectPolicy };
 type FrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;
 export type MessageFrame = FrameOf<"message">;
 export type WelcomeFrame = FrameOf<"welcome">;
+export type HistoryFrame = FrameOf<"history">;
+/** A place in a topic's history (see the server's README): resume after `offset` of `epoch`. */
+export type Position = NonNullable<Extract<ClientFrame, { type: "subscribe" }>["since"]>;
 
 export interface ReconnectOptions {
   /** First retry waits up to this long (full jitter: a random delay in [0, min(capMs, baseMs * 2^(attempt-1))]). */
@@ -67,6 +70,30 @@ export interface ClientEvents {
    * (HandshakeError), a token() failure, a socket error on a live link, or a handler that threw.
    */
   error: { error: Error };
+  /**
+   * A topic held before was subscribed again (after a reconnect, a move to another node, or the server's
+   * request to recover) or resumed from `since`. `recovered: true`: the `replayed` missed messages follow, in
+   * order, before any new one. `recovered: false`: messages were missed and cannot be replayed (history lost
+   * or too old, history off, or the store was unavailable): reload the application's state for the topic.
+   */
+  recovery: { topic: string; recovered: boolean; replayed: number; epoch: string | undefined; offset: number | undefined };
+  /**
+   * The server confirmed a subscribe (the first one and every resubscribe): messages of `topic` published from
+   * now on arrive. `epoch`/`offset`: the topic's position then (servers with history on).
+   */
+  subscribed: { topic: string; epoch: string | undefined; offset: number | undefined };
+}
+
+export interface SubscribeOptions {
+  /** Resume after this position (one the application stored from a message's offset and its epoch). */
+  since?: Position;
+}
+
+export interface HistoryOptions {
+  /** Messages after this position when its epoch is current; otherwise the latest `limit`. */
+  since?: Position;
+  /** At most this many messages (1-100, default 100). */
+  limit?: number;
 }
 
 /** The server answered a request with an error frame. `topic` is set for a refused subscribe. */
@@ -112,14 +139,20 @@ export class ConnectionLostError extends Error {
   override name = "ConnectionLostError";
 }
 
+/** `frame.offset` is the message's place in its topic (servers with history on). */
 type Handler<T = Json> = (data: T, frame: MessageFrame) => void;
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
-type RequestFrame = Extract<ClientFrame, { type: "publish" | "ping" }> & { id: number };
+type RequestFrame = Extract<ClientFrame, { type: "publish" | "ping" | "history" }> & { id: number };
+/** What a request settles with: the reply frame (ack, pong or history) and the round trip. */
+interface Reply {
+  frame: ServerFrame;
+  rttMs: number;
+}
 
-/** A publish or ping from its call to its settlement. */
+/** A publish, ping or history request from its call to its settlement. */
 interface Request {
   frame: RequestFrame;
-  resolve(rttMs: number): void;
+  resolve(reply: Reply): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout> | undefined;
   /** When it went out on a socket; undefined while it waits for a connection. */
@@ -130,6 +163,14 @@ interface Request {
 interface Subscription {
   handlers: Set<Handler<never>>;
   subscribeId: number | undefined;
+  /** The last message handled (or the position the server reported), when the server has history. */
+  position: Position | undefined;
+  /** The position the pending subscribe asked to resume from. */
+  since: Position | undefined;
+  /** Messages may have been missed since this topic was last held: the next `subscribed` is a recovery. */
+  resuming: boolean;
+  /** The server confirmed it at least once (a later subscribe of it resumes). */
+  confirmed: boolean;
 }
 
 const DEFAULTS = { baseMs: 250, capMs: 10_000, maxAttempts: Infinity };
@@ -203,6 +244,8 @@ export class SwitchboardClient {
     close: new Set(),
     reconnecting: new Set(),
     error: new Set(),
+    recovery: new Set(),
+    subscribed: new Set(),
   };
   private nextId = 1;
   private attempt = 0;
@@ -276,13 +319,19 @@ export class SwitchboardClient {
    * Delivers every message on `topic` to `handler` until the returned function is called. Held topics are
    * resubscribed after every reconnect. A refused subscribe (invalid_topic, forbidden, too_many_topics) is
    * reported as an `error` event carrying a SwitchboardError with `.topic`, and the topic is dropped with
-   * all its handlers (it is not re-sent on reconnect). One refused with rate_limited is sent again after
-   * about a second (the topic is kept).
+   * all its handlers (it is not re-sent on reconnect). One refused with rate_limited or unavailable is sent
+   * again after about a second (the topic is kept).
+   *
+   * With history on the server, every resubscribe carries the position of the last message handled, so a
+   * handler sees each message once, in offset order, across reconnects and moves between nodes; a `recovery`
+   * event says whether the missed messages could be replayed. `since` resumes from a stored position (a
+   * second subscribe() of a held topic adds a handler and ignores it).
    */
-  subscribe<T extends Json = Json>(topic: string, handler: Handler<T>): () => void {
+  subscribe<T extends Json = Json>(topic: string, handler: Handler<T>, options: SubscribeOptions = {}): () => void {
     let subscription = this.topics.get(topic);
     if (subscription === undefined) {
-      subscription = { handlers: new Set(), subscribeId: undefined };
+      const since = options.since;
+      subscription = { handlers: new Set(), subscribeId: undefined, position: since, since: undefined, resuming: since !== undefined, confirmed: false };
       this.topics.set(topic, subscription);
       if (this.state === "open") this.sendSubscribe(topic, subscription);
     }
@@ -303,8 +352,22 @@ export class SwitchboardClient {
    * delivered: at-most-once, never resent), QueueFullError. While disconnected, publishes wait in order (up to
    * maxQueuedPublishes) and are sent after the subscriptions are restored.
    */
-  publish(topic: string, data: Json): Promise<void> {
-    return this.request({ type: "publish", topic, data, id: this.nextId++ }).then(() => undefined);
+  publish(topic: string, data: Json): Promise<{ offset?: number }> {
+    return this.request({ type: "publish", topic, data, id: this.nextId++ }).then(({ frame }) =>
+      frame.type === "ack" && frame.offset !== undefined ? { offset: frame.offset } : {},
+    );
+  }
+
+  /**
+   * A topic's stored messages (oldest first) and its position. Rejects with SwitchboardError (`unavailable` when
+   * the server has no history or cannot reach its store, `forbidden`, `invalid_topic`), and like publish() on
+   * timeouts and lost connections.
+   */
+  history(topic: string, options: HistoryOptions = {}): Promise<HistoryFrame> {
+    const frame: RequestFrame = { type: "history", topic, id: this.nextId++ };
+    if (options.since !== undefined) frame.since = options.since;
+    if (options.limit !== undefined) frame.limit = options.limit;
+    return this.request(frame).then((reply) => reply.frame as HistoryFrame);
   }
 
   /**
@@ -312,7 +375,7 @@ export class SwitchboardClient {
    * connection (within requestTimeoutMs of the call) when not connected.
    */
   ping(): Promise<number> {
-    return this.request({ type: "ping", id: this.nextId++ });
+    return this.request({ type: "ping", id: this.nextId++ }).then((reply) => reply.rttMs);
   }
 
   /** Closes for good: no reconnect; queued and unanswered requests reject with ConnectionLostError. */
@@ -410,7 +473,10 @@ export class SwitchboardClient {
     this.startWatchdog(Math.max(10, Math.floor(frame.heartbeat.intervalMs / 4)));
     // One burst: every held topic, then the queued requests in order. The server handles a connection's
     // frames in order, so each publish goes out after the subscriptions it may depend on.
-    for (const [topic, subscription] of this.topics) this.sendSubscribe(topic, subscription);
+    for (const [topic, subscription] of this.topics) {
+      if (subscription.confirmed) subscription.resuming = true;
+      this.sendSubscribe(topic, subscription);
+    }
     for (const request of this.queue) this.transmit(request);
     this.queue.clear();
     this.emit("open", { connectionId: frame.connectionId, heartbeat: frame.heartbeat, reconnected });
@@ -580,6 +646,14 @@ export class SwitchboardClient {
       case "message": {
         const subscription = this.topics.get(frame.topic);
         if (subscription === undefined) return;
+        const offset = frame.offset;
+        if (offset !== undefined) {
+          const position = subscription.position;
+          if (position !== undefined) {
+            if (offset <= position.offset) return; // already handled (the server does not send these; a guard)
+            position.offset = offset;
+          }
+        }
         for (const handler of subscription.handlers) {
           try {
             (handler as Handler<Json>)(frame.data, frame);
@@ -591,22 +665,56 @@ export class SwitchboardClient {
       }
       case "pong":
         if (frame.id === this.probeId) this.probeId = undefined;
-        else this.settle(frame.id, undefined);
+        else this.settle(frame.id, undefined, frame);
         return;
       case "ack":
-        this.settle(frame.id, undefined);
+      case "history":
+        this.settle(frame.id, undefined, frame);
         return;
       case "error":
         this.onError(frame);
         return;
       case "subscribed":
+        this.onSubscribed(frame);
+        return;
       case "unsubscribed":
         if (typeof frame.id === "number") this.control.delete(frame.id);
+        else if (frame.reason === "recover") this.recover(frame.topic);
         return;
       case "welcome":
         this.onWelcome(frame);
         return;
     }
+  }
+
+  /** A subscribe's answer: the topic's position, and for a resumed topic whether the missed messages follow. */
+  private onSubscribed(frame: FrameOf<"subscribed">): void {
+    const id = frame.id;
+    if (typeof id !== "number") return;
+    this.control.delete(id);
+    const subscription = this.topics.get(frame.topic);
+    if (subscription === undefined || subscription.subscribeId !== id) return;
+    const { since, resuming } = subscription;
+    subscription.since = undefined;
+    subscription.resuming = false;
+    subscription.confirmed = true;
+    const recovered = frame.recovered === true && since !== undefined && frame.epoch === since.epoch;
+    // Recovered: the replay follows and moves the position on from `since`; otherwise start from the reply's.
+    if (frame.epoch === undefined) subscription.position = undefined;
+    else subscription.position = recovered ? { epoch: frame.epoch, offset: since.offset } : { epoch: frame.epoch, offset: frame.offset ?? 0 };
+    this.emit("subscribed", { topic: frame.topic, epoch: frame.epoch, offset: frame.offset });
+    if (resuming) {
+      const replayed = recovered ? Math.max(0, (frame.offset ?? 0) - since.offset) : 0;
+      this.emit("recovery", { topic: frame.topic, recovered, replayed, epoch: frame.epoch, offset: frame.offset });
+    }
+  }
+
+  /** The server ended a subscription because its stream broke: subscribe again from the last message handled. */
+  private recover(topic: string): void {
+    const subscription = this.topics.get(topic);
+    if (subscription === undefined || this.state !== "open") return;
+    subscription.resuming = true;
+    this.sendSubscribe(topic, subscription);
   }
 
   private onError(frame: FrameOf<"error">): void {
@@ -621,7 +729,7 @@ export class SwitchboardClient {
       return;
     }
     this.control.delete(id as number);
-    if (frame.code === "rate_limited") return this.retryControl(control, id as number);
+    if (frame.code === "rate_limited" || frame.code === "unavailable") return this.retryControl(control, id as number);
     // Unsubscribing from a topic the server does not hold (its subscribe was refused, which was reported)
     // reaches the state we want.
     if (control.type === "unsubscribe" && (frame.code === "not_subscribed" || frame.code === "invalid_topic")) return;
@@ -649,9 +757,9 @@ export class SwitchboardClient {
   }
 
   /** Sends a publish or ping now when open, else queues it; its timer runs from the call either way. */
-  private request(frame: RequestFrame): Promise<number> {
+  private request(frame: RequestFrame): Promise<Reply> {
     if (this.state === "closed") return Promise.reject(this.stopped());
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<Reply>((resolve, reject) => {
       const request: Request = { frame, resolve, reject, timer: undefined, sentAt: undefined };
       if (this.state !== "open" && this.queue.size >= this.maxQueued) {
         reject(new QueueFullError(`queue is full (${this.maxQueued} requests waiting for a connection)`));
@@ -679,24 +787,27 @@ export class SwitchboardClient {
   }
 
   /** Our ids are numbers; a reply with any other id is not ours to settle. */
-  private settle(id: unknown, error: Error | undefined): void {
+  private settle(id: unknown, error: Error | undefined, frame?: ServerFrame): void {
     if (typeof id !== "number") return;
     const request = this.pending.get(id);
     if (request === undefined) return;
     this.pending.delete(id);
     clearTimeout(request.timer);
     if (error) request.reject(error);
-    else request.resolve(performance.now() - (request.sentAt ?? 0));
+    else request.resolve({ frame: frame!, rttMs: performance.now() - (request.sentAt ?? 0) });
   }
 
+  /** Subscribes `topic`, from the last message handled when the server gave positions. */
   private sendSubscribe(topic: string, subscription: Subscription): void {
-    subscription.subscribeId = this.sendControl("subscribe", topic);
+    const since = subscription.position === undefined ? undefined : { ...subscription.position };
+    subscription.since = since;
+    subscription.subscribeId = this.sendControl("subscribe", topic, since);
   }
 
-  private sendControl(type: "subscribe" | "unsubscribe", topic: string): number {
+  private sendControl(type: "subscribe" | "unsubscribe", topic: string, since?: Position): number {
     const id = this.nextId++;
     this.control.set(id, { type, topic });
-    this.send({ type, topic, id });
+    this.send(since === undefined ? { type, topic, id } : { type: "subscribe", topic, since, id });
     return id;
   }
 

@@ -9,6 +9,7 @@ import type { Identity } from "./auth/tokens.ts";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Beating, WheelSlot } from "./heartbeat.ts";
+import type { HistoryRead } from "./history/history.ts";
 import type { Recovery } from "./history/recovery.ts";
 import type { FrameId, Position } from "./protocol.ts";
 import { RateLimiter, type Bucket } from "./rate-limit.ts";
@@ -20,6 +21,8 @@ export interface PendingSubscription {
   since?: Position;
   /** Live messages buffered while the topic's history is read (async stores only). */
   recovery?: Recovery;
+  /** The history read, kept while the recovery waits for this node's stream to catch up with `since`. */
+  read?: HistoryRead;
 }
 
 export class Conn implements Beating {

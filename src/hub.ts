@@ -27,12 +27,15 @@ export class Hub {
    * to every recovery of the topic in flight (one `size` check when there is none).
    */
   readonly deliver = (topic: string, frame: string, offset = 0, epoch?: string): void => {
-    if (this.recoveries.size !== 0 && offset > 0) {
-      const waiting = this.recoveries.get(topic);
-      if (waiting !== undefined) for (const recovery of waiting) recovery.add(frame, offset, epoch);
-    }
+    if (this.recoveries.size !== 0 && offset > 0) this.hold(topic, frame, offset, epoch);
     this.server?.publish(topic, frame, frame.length >= this.compressFrom);
   };
+
+  /** Hands a history message to the recoveries of `topic` in flight only (active subscribers have it). */
+  hold(topic: string, frame: string, offset: number, epoch: string | undefined): void {
+    const waiting = this.recoveries.get(topic);
+    if (waiting !== undefined) for (const recovery of waiting) recovery.add(frame, offset, epoch);
+  }
 
   /** From now on, live messages of `topic` are also handed to `recovery`. */
   watch(topic: string, recovery: Recovery): void {

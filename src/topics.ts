@@ -61,13 +61,21 @@ export interface PipelineOptions {
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
 const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
+/** Longest a recovery waits for this node's stream to reach the client's `since` (normally a few ms). */
+const STREAM_WAIT_MS = 2000;
 /** Repeated subscribes of one topic waiting for the broker's confirmation, per connection. */
 const MAX_WAITING_REPLIES = 16;
 
 export class TopicPipeline {
   private readonly history: boolean;
-  /** Redis only: per topic with an active local subscriber, the last position delivered on this node. */
+  /**
+   * Redis only: per topic with local subscribers, the last position this node delivered natively. Every active
+   * subscriber of the topic here has exactly the messages up to it; a later message at or below it is a copy
+   * this node already delivered and is not delivered again.
+   */
   private readonly cursors = new Map<string, Position>();
+  /** Recoveries waiting for this node's stream to reach their `since` (they resume from another node's). */
+  private readonly behind = new Map<string, Map<PendingSubscription, Conn>>();
 
   constructor(
     private readonly hub: Hub,
@@ -82,9 +90,13 @@ export class TopicPipeline {
 
   /** Every message for this node's subscribers, local or from other nodes, goes out here. */
   private readonly deliver = (topic: string, frame: string, offset?: number, epoch?: string): void => {
-    if (epoch !== undefined && this.cursors.size !== 0) this.follow(topic, offset!, epoch);
+    if (epoch !== undefined && this.cursors.size !== 0 && !this.follow(topic, offset!, epoch)) {
+      this.hub.hold(topic, frame, offset!, epoch); // recoveries merge by offset; active subscribers have it
+      return;
+    }
     this.metrics.deliveries += this.hub.subscribers(topic);
     this.hub.deliver(topic, frame, offset, epoch);
+    if (this.behind.size !== 0) this.catchUp(topic);
   };
 
   /**
@@ -161,7 +173,7 @@ export class TopicPipeline {
     conn.topics!.delete(topic);
     if (held === null) this.hub.deactivate(conn.ws, topic);
     else {
-      if (held.recovery !== undefined) this.hub.unwatch(topic, held.recovery);
+      this.forget(topic, held);
       // A subscription cancelled before it was confirmed: its subscribes are answered first, so the replies
       // keep the order of the requests; no message was or will be delivered for it.
       for (const replyId of held.replies) this.replies.send(conn, encode.subscribed(topic, replyId));
@@ -176,7 +188,7 @@ export class TopicPipeline {
     if (topics === undefined) return;
     conn.topics = undefined;
     for (const [topic, held] of topics) {
-      if (held?.recovery !== undefined) this.hub.unwatch(topic, held.recovery);
+      if (held !== null) this.forget(topic, held);
       this.release(topic);
     }
   }
@@ -227,20 +239,54 @@ export class TopicPipeline {
 
   /** The read came back: answer, replay, flush what arrived meanwhile, and go live, in one step. */
   private recover(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead): void {
+    if (this.stale(conn, topic, pending)) return this.forget(topic, pending);
     const live = pending.recovery;
-    if (live !== undefined) this.hub.unwatch(topic, live);
-    if (this.stale(conn, topic, pending)) return;
-    const { at, recovered, frames } = plan(read, pending.since, live, this.options.recoveryBudgetBytes);
+    const stream = live === undefined ? undefined : this.cursors.get(topic);
+    const result = plan(read, pending.since, live, this.options.recoveryBudgetBytes, stream);
+    if (result === undefined) return this.waitForStream(conn, topic, pending, read);
+    this.forget(topic, pending);
+    const { at, recovered, frames } = result;
     if (recovered !== undefined) this.metrics.recoveries.inc(recovered ? "recovered" : "not_recovered");
     this.activate(conn, topic, pending, at, recovered, frames);
-    if (live !== undefined && !this.cursors.has(topic)) {
-      this.cursors.set(topic, { epoch: at.epoch, offset: Math.max(at.offset, live.highest) });
-    }
+    if (live !== undefined && stream === undefined) this.cursors.set(topic, { ...at });
+  }
+
+  /**
+   * The client resumes from an offset this node has not delivered yet (another node was ahead): hold on to
+   * the read and the live messages until this node's stream reaches it, or give up (recovered: false) after
+   * STREAM_WAIT_MS, which only a stream that stopped would need.
+   */
+  private waitForStream(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead): void {
+    pending.read = read;
+    let waiting = this.behind.get(topic);
+    if (waiting === undefined) this.behind.set(topic, (waiting = new Map()));
+    if (waiting.has(pending)) return;
+    waiting.set(pending, conn);
+    setTimeout(() => {
+      if (!this.behind.get(topic)?.has(pending) || this.stale(conn, topic, pending)) return;
+      this.forget(topic, pending);
+      this.metrics.recoveries.inc("not_recovered");
+      this.activate(conn, topic, pending, this.cursors.get(topic) ?? { epoch: read.epoch, offset: read.offset }, false, []);
+    }, STREAM_WAIT_MS).unref();
+  }
+
+  /** This node's stream of `topic` moved on: recoveries that waited for it may finish now. */
+  private catchUp(topic: string): void {
+    const waiting = this.behind.get(topic);
+    if (waiting === undefined) return;
+    for (const [pending, conn] of [...waiting]) this.recover(conn, topic, pending, pending.read!);
+  }
+
+  /** A pending subscription is answered or gone: its live buffer and any wait for the stream go with it. */
+  private forget(topic: string, pending: PendingSubscription): void {
+    if (pending.recovery !== undefined) this.hub.unwatch(topic, pending.recovery);
+    const waiting = this.behind.get(topic);
+    if (waiting?.delete(pending) && waiting.size === 0) this.behind.delete(topic);
   }
 
   private readFailed(conn: Conn, topic: string, pending: PendingSubscription, error: unknown): void {
     const live = pending.recovery;
-    if (live !== undefined) this.hub.unwatch(topic, live);
+    this.forget(topic, pending);
     if (!(error instanceof HistoryUnavailable)) throw error;
     if (this.stale(conn, topic, pending)) return;
     if (pending.since === undefined) {
@@ -273,13 +319,20 @@ export class TopicPipeline {
     this.hub.activate(conn.ws, topic);
   }
 
-  /** Redis: checks that `topic`'s stream on this node continues; a break sends its subscribers to recover. */
-  private follow(topic: string, offset: number, epoch: string): void {
+  /**
+   * Redis: checks that `topic`'s stream on this node continues. False for a message this node already
+   * delivered (a recovery read it from history before Redis delivered it here). A break (a jump, or a new
+   * epoch) sends the topic's active subscribers here to recover, then goes on from the new position.
+   */
+  private follow(topic: string, offset: number, epoch: string): boolean {
     const cursor = this.cursors.get(topic);
-    if (cursor === undefined) return;
-    if (cursor.epoch === epoch && offset === cursor.offset + 1) {
-      cursor.offset = offset;
-      return;
+    if (cursor === undefined) return true;
+    if (cursor.epoch === epoch) {
+      if (offset === cursor.offset + 1) {
+        cursor.offset = offset;
+        return true;
+      }
+      if (offset <= cursor.offset) return false;
     }
     cursor.epoch = epoch;
     cursor.offset = offset;
@@ -293,6 +346,7 @@ export class TopicPipeline {
         this.replies.send(conn, encode.unsubscribed(topic, undefined, "recover"));
       }
     }
+    return true;
   }
 
   private release(topic: string): void {

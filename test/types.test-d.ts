@@ -76,3 +76,56 @@ export async function httpPublish() {
   // @ts-expect-error data is required
   await api.publish.post({ topic: "news" });
 }
+
+// History: the new frames are typed end to end, from the zod schemas through Eden to the client.
+export async function historyTypes() {
+  const client = connect("http://localhost:3000");
+  const frames: ClientFrame[] = [
+    { type: "subscribe", topic: "a", since: { epoch: "e", offset: 3 } },
+    { type: "history", topic: "a", since: { epoch: "e", offset: 3 }, limit: 10, id: 1 },
+    { type: "history", topic: "a" },
+  ];
+  // @ts-expect-error since needs an epoch
+  const noEpoch: ClientFrame = { type: "subscribe", topic: "a", since: { offset: 3 } };
+  // @ts-expect-error limit is a number
+  const badLimit: ClientFrame = { type: "history", topic: "a", limit: "10" };
+  const { offset } = await client.publish("a", 1);
+  assert<Equal<typeof offset, number | undefined>>(true);
+  const history = await client.history("a", { since: { epoch: "e", offset: 0 }, limit: 5 });
+  const offsets: number[] = history.messages.map((m) => m.offset);
+  assert<Equal<typeof history.epoch, string>>(true);
+  client.subscribe("a", (_data, frame) => void (frame.offset satisfies number | undefined), { since: { epoch: "e", offset: 1 } });
+  // @ts-expect-error a position is {epoch, offset}
+  client.subscribe("a", () => {}, { since: 3 });
+  client.on("recovery", ({ topic, recovered, replayed }) => void (topic + String(recovered) + replayed));
+  client.on("subscribed", ({ epoch, offset: at }) => void (epoch satisfies string | undefined, at satisfies number | undefined));
+  return [frames, noEpoch, badLimit, offsets];
+}
+
+export function narrowHistory(frame: ServerFrame): number {
+  switch (frame.type) {
+    case "history":
+      return frame.messages.length + frame.offset;
+    case "subscribed":
+      return (frame.offset ?? 0) + (frame.recovered ? 1 : 0);
+    case "unsubscribed":
+      return frame.reason === "recover" ? 1 : 0;
+    case "ack":
+      return frame.offset ?? 0;
+    default:
+      return 0;
+  }
+}
+
+// GET /api/history is typed for Eden: backends get the frame's shape.
+export async function httpHistory() {
+  const api = treaty<App>("localhost:3000");
+  const { data } = await api.api.history.get({ query: { topic: "news", limit: 5 }, headers: { authorization: "Bearer key" } });
+  if (data && "messages" in data) {
+    assert<Equal<typeof data.offset, number>>(true);
+    const first: number | undefined = data.messages[0]?.offset;
+    void first;
+  }
+  // @ts-expect-error the topic is required
+  await api.api.history.get({ query: {} });
+}

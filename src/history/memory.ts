@@ -61,8 +61,9 @@ export class MemoryHistory {
   append(topic: string, head: string): StoredMessage {
     const now = this.options.clock.now();
     let log = this.logs.get(topic);
-    if (log === undefined) log = this.create(topic, now);
-    else this.expireIfDue(log, now);
+    if (log !== undefined) this.expireIfDue(log, now);
+    // Expired and forgotten just now (no local subscriber): the topic starts a new epoch.
+    if (log === undefined || this.logs.get(topic) !== log) log = this.create(topic, now);
     const offset = ++log.offset;
     const frame = withOffset(head, offset);
     const entry: Entry = { offset, frame, log, bytes: frame.length + ENTRY_OVERHEAD_BYTES, live: true };

@@ -33,7 +33,7 @@ export class Recovery {
 }
 
 export interface RecoveryPlan {
-  /** The position the `subscribed` reply reports: every later message reaches the socket. */
+  /** The position the `subscribed` reply reports: the socket gets every later message live. */
   at: Position;
   /** The `recovered` field: undefined for a subscribe without `since`. */
   recovered: boolean | undefined;
@@ -42,39 +42,50 @@ export interface RecoveryPlan {
 }
 
 /**
- * Merges a history read with the live messages buffered meanwhile. Everything sent in the step (replay and
- * buffer) must fit `budgetBytes` (half the socket's backpressure limit: more would get the socket dropped);
- * a recovery that does not fit reports `recovered: false` and starts from the newest position seen.
+ * Merges a history read with the live messages held meanwhile, up to `live position`: the offset this node's
+ * native delivery of the topic has reached (`stream`, when the topic already has active subscribers here), or
+ * else the newest offset known (the read's or the last held message's), which becomes the node's position. The
+ * socket is subscribed natively right after, so it must have exactly everything up to that position: a
+ * replayed message beyond it would arrive a second time live.
+ *
+ * Returns undefined when the subscriber is ahead of this node's stream (it resumes from an offset another node
+ * already delivered and this one has not yet): the caller waits for the stream to catch up. Everything sent in
+ * the step (replay and held messages) must fit `budgetBytes` (half the socket's backpressure limit: more would
+ * get the socket dropped); a recovery that does not fit reports `recovered: false`.
  */
-export function plan(read: HistoryRead, since: Position | undefined, live: Recovery | undefined, budgetBytes: number): RecoveryPlan {
+export function plan(
+  read: HistoryRead,
+  since: Position | undefined,
+  live: Recovery | undefined,
+  budgetBytes: number,
+  stream?: Position,
+): RecoveryPlan | undefined {
+  const notRecovered = since === undefined ? undefined : false;
+  let broken = live !== undefined && (live.overflowed || (live.epoch !== undefined && live.epoch !== read.epoch));
+  if (stream !== undefined && stream.epoch !== read.epoch) broken = true;
+  const target = stream?.offset ?? Math.max(read.offset, live?.highest ?? 0);
+  if (broken) {
+    // Start from the newest position known; the client learns (recovered: false) that it must reload.
+    const epoch = stream?.epoch ?? live?.epoch ?? read.epoch;
+    return { at: { epoch, offset: stream?.offset ?? Math.max(live?.highest ?? 0, epoch === read.epoch ? read.offset : 0) }, recovered: notRecovered, frames: [] };
+  }
+  const at = { epoch: read.epoch, offset: target };
+  if (since === undefined || !read.complete) return { at, recovered: notRecovered, frames: [] };
+  if (target < since.offset) return undefined; // this node has not delivered what the client already has
   const frames: string[] = [];
   let bytes = 0;
-  let recovered = since === undefined ? undefined : read.complete;
-  if (recovered) {
-    for (const message of read.messages) {
-      frames.push(message.frame);
-      bytes += message.frame.length;
-    }
-  }
-  let last = read.offset;
-  let broken = live !== undefined && (live.overflowed || (live.epoch !== undefined && live.epoch !== read.epoch));
-  if (live !== undefined && !broken) {
-    for (const message of live.frames) {
-      if (message.offset <= last) continue; // the read already had it
-      if (message.offset !== last + 1) {
-        broken = true; // a live message went missing on this node: no consecutive stream to offer
-        break;
-      }
-      frames.push(message.frame);
-      bytes += message.frame.length;
-      last = message.offset;
-    }
-  }
-  if (broken || bytes > budgetBytes) {
-    // Start from the newest position known; the client learns (recovered: false) that it must reload.
-    const epoch = live?.epoch ?? read.epoch;
-    const offset = Math.max(live?.highest ?? 0, epoch === read.epoch ? read.offset : 0);
-    return { at: { epoch, offset }, recovered: since === undefined ? undefined : false, frames: [] };
-  }
-  return { at: { epoch: read.epoch, offset: read.offset }, recovered, frames };
+  let last = since.offset;
+  const take = (message: StoredMessage): boolean => {
+    if (message.offset <= last) return true; // already sent (the read and the held messages overlap)
+    if (message.offset > target) return false;
+    if (message.offset !== last + 1) return false; // a gap: checked below
+    frames.push(message.frame);
+    bytes += message.frame.length;
+    last = message.offset;
+    return true;
+  };
+  for (const message of read.messages) if (!take(message)) break;
+  if (live !== undefined) for (const message of live.frames) if (!take(message)) break;
+  if (last !== target || bytes > budgetBytes) return { at, recovered: false, frames: [] };
+  return { at, recovered: true, frames };
 }
