@@ -75,6 +75,12 @@ function serveHere(config: Config, log: Logger): void {
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
+  if (process.env.SWITCHBOARD_WORKER !== undefined) {
+    // A supervisor killed with SIGKILL cannot stop its workers: they would keep the port and serve alone,
+    // orphaned. Re-parenting (the parent pid changes) means the supervisor is gone: drain and exit.
+    const supervisor = process.ppid;
+    setInterval(() => process.ppid !== supervisor && onSignal("supervisor exited"), 1000).unref(); // one syscall a second
+  }
 
   // Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
   const ws = running.url.replace(/^http/, "ws");

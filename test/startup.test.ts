@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
 import { importPKCS8, SignJWT } from "jose";
-import { spawnEntry, within } from "./helpers.ts";
+import { spawnEntry, until, within } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 interface Exit {
@@ -138,6 +138,23 @@ describe("WORKERS supervisor", () => {
       entry.kill("SIGTERM");
       expect((await within(entry.exited(), 15_000, "supervisor exit")).code).toBe(0);
     }
+  });
+
+  test("a supervisor killed with SIGKILL takes its workers with it: no orphan keeps the port", async () => {
+    const entry = await spawnEntry({ WORKERS: "2", REDIS_URL: redis.url, LOG_LEVEL: "info" }, /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) .*with 2 workers/m);
+    const pids = [...entry.stdout().matchAll(/"event":"start".*?"pid":(\d+)/g)].map((m) => Number(m[1]));
+    expect(pids).toHaveLength(2);
+    entry.kill("SIGKILL");
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await until(() => pids.every((pid) => !alive(pid)), 10_000, "the orphaned workers to exit");
+    await until(async () => (await fetch(`http://127.0.0.1:${entry.port}/healthz`).catch(() => undefined)) === undefined, 5000, "the port to close");
   });
 
   test("workers that die at start-up (port taken): one line saying why, exit 1, never 'listening'", async () => {
