@@ -5,8 +5,8 @@
 // Memory arithmetic (HISTORY_MAX_BYTES counts it this way): an entry costs its frame (UTF-16 code units: one
 // byte each for Latin-1 text, which JSC stores so) plus ENTRY_OVERHEAD_BYTES (the entry object, its slot in
 // its topic's array and in the queue); a topic costs TOPIC_OVERHEAD_BYTES plus its name. The frame string is
-// the very one that was published: storing it allocates no copy. `bun run bench:history -- --only=memory` measures the real
-// figure against this estimate.
+// the very one that was published: storing it allocates no copy. `bun run bench:history -- --only=memory`
+// measures the real figure against this estimate.
 //
 // A topic keeps its position (epoch and offset) while it has entries or local subscribers; a topic with
 // neither is forgotten, and its next publish starts a new epoch (so a `since` from before cannot match).
