@@ -56,6 +56,10 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
   let hub: Hub | undefined;
   const held = (topic: string) => (hub?.interestIn(topic) ?? 0) > 0;
   const broker = deps.broker ?? createBroker(config, log, clock, held);
+  if (config.HISTORY_SIZE > 0 && !broker.storesHistory) {
+    // Every subscribe and publish would fail on it (1011): refuse the combination up front instead.
+    throw new Error(`HISTORY_SIZE=${config.HISTORY_SIZE} needs a broker with a history store; pass one, or set HISTORY_SIZE=0`);
+  }
   const gateway = new Gateway(config, broker, log, clock);
   hub = gateway.hub;
   const app = createApp(config, gateway, log);

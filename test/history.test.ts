@@ -225,6 +225,30 @@ describe("retention", () => {
     for (const c of [holder, pub, late]) c.close();
   });
 
+  test("a position outlives the last subscriber by HISTORY_TTL_MS, even on a topic nobody published to yet", async () => {
+    const clock = new ManualClock();
+    const server = serve({ HISTORY_TTL_MS: 60_000, PING_INTERVAL_MS: 3_600_000, PING_WAIT_MS: 3_600_000 }, { clock });
+    const first = await Client.connect(server);
+    const { epoch } = await subscribe(first, "quiet");
+    clock.advance(120_000); // subscribed, silent for two TTLs: still held, so the position stays
+    first.close();
+    await until(() => server.topics.localInterest("quiet") === 0, 2000, "the subscriber to leave");
+    clock.advance(59_000); // sweeps run; the position is kept
+    const pub = await Client.connect(server);
+    await publishMany(pub, "quiet", 0, 2);
+    const back = await Client.connect(server);
+    expect(await subscribe(back, "quiet", { since: { epoch, offset: 0 } })).toEqual({ type: "subscribed", topic: "quiet", epoch, offset: 2, recovered: true, id: "s" });
+    expect((await back.json()) as unknown).toEqual({ type: "message", topic: "quiet", data: { n: 0 }, offset: 1 });
+    expect((await back.json()) as unknown).toEqual({ type: "message", topic: "quiet", data: { n: 1 }, offset: 2 });
+    back.close();
+    await until(() => server.topics.localInterest("quiet") === 0, 2000, "the subscriber to leave");
+    clock.advance(60_000); // idle for a TTL with no subscriber: forgotten
+    const late = await Client.connect(server);
+    const reply = await subscribe(late, "quiet", { since: { epoch, offset: 2 } });
+    expect([reply.recovered, reply.offset, reply.epoch === epoch]).toEqual([false, 0, false]);
+    for (const c of [pub, late]) c.close();
+  });
+
   test("a recovery larger than half the backpressure limit is refused (recovered false) rather than dropping the socket", async () => {
     const server = serve({ BACKPRESSURE_LIMIT_BYTES: 64 * 1024, HISTORY_SIZE: 1000 });
     const pub = await Client.connect(server);

@@ -51,6 +51,8 @@ export interface Broker {
    * throw on both.
    */
   append(topic: string, head: string): number | Promise<number>;
+  /** Whether this broker was built with a history store (append and read work). */
+  readonly storesHistory: boolean;
   read(topic: string, query: HistoryQuery): HistoryRead | Promise<HistoryRead>;
   subscribe(topic: string): Promise<void> | undefined;
   unsubscribe(topic: string): void;

@@ -10,6 +10,10 @@ export class MemoryBroker implements Broker {
 
   constructor(readonly history?: MemoryHistory) {}
 
+  get storesHistory(): boolean {
+    return this.history !== undefined;
+  }
+
   start(deliver: Deliver): void {
     this.deliver = deliver;
   }
@@ -31,7 +35,10 @@ export class MemoryBroker implements Broker {
   subscribe(_topic: string): undefined {
     return undefined;
   }
-  unsubscribe(_topic: string): void {}
+  /** The last local subscriber left: the topic's position outlives it by the history TTL. */
+  unsubscribe(topic: string): void {
+    this.history?.touch(topic);
+  }
   status(): BrokerStatus {
     return { kind: "memory", ready: true };
   }

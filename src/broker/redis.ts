@@ -197,6 +197,10 @@ export class RedisBroker implements Broker {
     );
   }
 
+  get storesHistory(): boolean {
+    return this.options.history !== undefined;
+  }
+
   private requireHistory(): RedisHistoryOptions {
     if (this.options.history === undefined) throw new Error("redis broker built without history");
     return this.options.history;

@@ -8,8 +8,10 @@
 // the very one that was published: storing it allocates no copy. `bun run bench:history -- --only=memory`
 // measures the real figure against this estimate.
 //
-// A topic keeps its position (epoch and offset) while it has entries or local subscribers; a topic with
-// neither is forgotten, and its next publish starts a new epoch (so a `since` from before cannot match).
+// A topic keeps its position (epoch and offset) while it has entries or local subscribers, and ttlMs after
+// its last publish or its last subscriber leaving, whichever is later: a subscriber that drops and comes back
+// a few seconds later still finds the position it left, even on a topic nobody published to. A topic
+// forgotten after that starts a new epoch at its next publish (so a `since` from before cannot match).
 import type { Clock } from "../clock.ts";
 import { withOffset, type Position } from "../protocol.ts";
 import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
@@ -31,6 +33,8 @@ interface TopicLog {
   entries: Entry[];
   head: number;
   lastPublishAt: number;
+  /** The last publish, creation, or last local subscriber leaving: the position lives ttlMs after it. */
+  lastTouchedAt: number;
 }
 
 export interface MemoryHistoryOptions extends HistoryOptions {
@@ -69,6 +73,7 @@ export class MemoryHistory {
     const entry: Entry = { offset, frame, log, bytes: frame.length + ENTRY_OVERHEAD_BYTES, live: true };
     log.entries.push(entry);
     log.lastPublishAt = now;
+    log.lastTouchedAt = now;
     this.queue.push(entry);
     this.liveEntries++;
     this.bytes += entry.bytes;
@@ -99,6 +104,12 @@ export class MemoryHistory {
     return { epoch: log.epoch, offset: log.offset, messages, complete: isComplete(since, log.epoch, log.offset, messages) };
   }
 
+  /** The last local subscriber of `topic` left: its position lives another ttlMs from now. */
+  touch(topic: string): void {
+    const log = this.logs.get(topic);
+    if (log !== undefined) log.lastTouchedAt = this.options.clock.now();
+  }
+
   /** The topic's position now, if it has one. */
   position(topic: string): Position | undefined {
     const log = this.logs.get(topic);
@@ -118,18 +129,15 @@ export class MemoryHistory {
     this.liveEntries = 0;
   }
 
-  /** Drops expired entries, and forgets topics with no entries and no local subscriber. */
+  /** Drops expired entries, and forgets idle topics with no entries and no local subscriber. */
   sweep(): void {
     const now = this.options.clock.now();
-    for (const log of this.logs.values()) {
-      this.expireIfDue(log, now);
-      if (log.entries.length === log.head && !this.options.held(log.topic)) this.forget(log);
-    }
+    for (const log of this.logs.values()) this.expireIfDue(log, now);
     this.compactQueue();
   }
 
   private create(topic: string, now: number): TopicLog {
-    const log: TopicLog = { topic, epoch: newEpoch(), offset: 0, entries: [], head: 0, lastPublishAt: now };
+    const log: TopicLog = { topic, epoch: newEpoch(), offset: 0, entries: [], head: 0, lastPublishAt: now, lastTouchedAt: now };
     this.logs.set(topic, log);
     this.bytes += TOPIC_OVERHEAD_BYTES + topic.length;
     return log;
@@ -143,14 +151,17 @@ export class MemoryHistory {
     }
   }
 
-  /** A topic silent for ttlMs loses its entries (and, unless subscribed here, its position). */
+  /**
+   * A topic silent for ttlMs loses its entries; its position goes too once it has been idle (no publish, no
+   * local subscriber) that long.
+   */
   private expireIfDue(log: TopicLog, now: number): void {
     if (now - log.lastPublishAt < this.options.ttlMs) return;
     if (log.head < log.entries.length) {
       this.counters.expired += log.entries.length - log.head;
       while (log.head < log.entries.length) this.dropOldest(log);
     }
-    if (!this.options.held(log.topic)) this.forget(log);
+    if (now - log.lastTouchedAt >= this.options.ttlMs && !this.options.held(log.topic)) this.forget(log);
   }
 
   private dropOldest(log: TopicLog): void {
