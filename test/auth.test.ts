@@ -134,9 +134,12 @@ describe("topic permissions", () => {
 
   test("exact and prefix patterns allow; anything else is forbidden, and the connection stays open", async () => {
     const c = await connectAs({ sub: "alice", topics: { subscribe: ["news", "chat.room.*"], publish: ["chat.room.*"] } });
-    expect(await c.request({ type: "subscribe", topic: "news" })).toEqual({ type: "subscribed", topic: "news" });
-    expect(await c.request({ type: "subscribe", topic: "chat.room.42" })).toEqual({ type: "subscribed", topic: "chat.room.42" });
-    expect(await c.request({ type: "subscribe", topic: "chat.room." })).toEqual({ type: "subscribed", topic: "chat.room." });
+    // History is on (the default): a first subscribe carries the topic's random epoch and its last offset.
+    const at = (topic: string, offset: number) => ({ type: "subscribed" as const, topic, epoch: expect.stringMatching(/^[0-9a-z]{8}$/), offset });
+    expect(await c.request({ type: "subscribe", topic: "news" })).toEqual(at("news", 0));
+    const room = await c.request({ type: "subscribe", topic: "chat.room.42" });
+    expect(room).toEqual(at("chat.room.42", 0));
+    expect(await c.request({ type: "subscribe", topic: "chat.room." })).toEqual(at("chat.room.", 0));
     expect(await c.request({ type: "subscribe", topic: "newsroom", id: 1 })).toEqual({
       type: "error",
       code: "forbidden",
@@ -152,8 +155,23 @@ describe("topic permissions", () => {
     });
     c.send({ type: "publish", topic: "chat.room.42", data: "hi", id: 3 });
     const frames = [await c.json(), await c.json()];
-    expect(frames).toContainEqual({ type: "ack", id: 3 });
-    expect(frames).toContainEqual({ type: "message", topic: "chat.room.42", data: "hi" });
+    expect(frames).toContainEqual({ type: "ack", id: 3, offset: 1 });
+    expect(frames).toContainEqual({ type: "message", topic: "chat.room.42", data: "hi", offset: 1 });
+    // A history request needs subscribe permission, like a subscribe.
+    expect(await c.request({ type: "history", topic: "newsroom", id: 4 })).toEqual({
+      type: "error",
+      code: "forbidden",
+      message: "not allowed to read the history of newsroom",
+      id: 4,
+    });
+    expect(await c.request({ type: "history", topic: "chat.room.42", id: 5 })).toEqual({
+      type: "history",
+      topic: "chat.room.42",
+      epoch: (room as { epoch: string }).epoch,
+      offset: 1,
+      messages: [{ offset: 1, data: "hi" }],
+      id: 5,
+    });
     c.close();
   });
 

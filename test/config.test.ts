@@ -29,6 +29,10 @@ describe("loadConfig", () => {
       WORKERS: 1,
       REDIS_TIMEOUT_MS: 2000,
       REDIS_MAX_PENDING_BYTES: 33554432,
+      HISTORY_SIZE: 100,
+      HISTORY_TTL_MS: 300000,
+      HISTORY_MAX_BYTES: 67108864,
+      HISTORY_META_TTL_MS: 86400000,
       RATE_LIMIT_MSGS_PER_S: 0,
       RATE_LIMIT_BURST: 100,
       MAX_CONNECTIONS: 0,
@@ -112,6 +116,30 @@ describe("loadConfig", () => {
     );
     expect(loadConfig({ ...redis, REDIS_MAX_PENDING_BYTES: "1048576" }).REDIS_MAX_PENDING_BYTES).toBe(1048576);
     expect(loadConfig({ REDIS_MAX_PENDING_BYTES: "65536" }).REDIS_MAX_PENDING_BYTES).toBe(65536); // no Redis: unused
+  });
+
+  test.each([
+    ["-1", "must be a whole number from 0 to 10000"],
+    ["10001", "must be at most 10000"],
+    ["abc", "must be a whole number from 0 to 10000"],
+  ])("HISTORY_SIZE=%p is refused with the exact reason", (value, reason) => {
+    expect(errorOf({ HISTORY_SIZE: value })).toBe(`invalid configuration: HISTORY_SIZE=${JSON.stringify(value)}: ${reason}`);
+  });
+
+  test("HISTORY_SIZE=0 turns history off; 10000 is the most", () => {
+    expect(loadConfig({ HISTORY_SIZE: "0" }).HISTORY_SIZE).toBe(0);
+    expect(loadConfig({ HISTORY_SIZE: "10000" }).HISTORY_SIZE).toBe(10000);
+  });
+
+  test("HISTORY_META_TTL_MS must be at least HISTORY_TTL_MS: a topic's offsets outlive its messages", () => {
+    expect(errorOf({ HISTORY_TTL_MS: "60000", HISTORY_META_TTL_MS: "59999" })).toBe(
+      "invalid configuration: HISTORY_META_TTL_MS=\"59999\": must be at least HISTORY_TTL_MS (60000): a topic's offsets must outlive its messages",
+    );
+    // Against the default HISTORY_TTL_MS too.
+    expect(errorOf({ HISTORY_META_TTL_MS: "1000" })).toBe(
+      "invalid configuration: HISTORY_META_TTL_MS=\"1000\": must be at least HISTORY_TTL_MS (300000): a topic's offsets must outlive its messages",
+    );
+    expect(loadConfig({ HISTORY_TTL_MS: "60000", HISTORY_META_TTL_MS: "60000" })).toMatchObject({ HISTORY_TTL_MS: 60000, HISTORY_META_TTL_MS: 60000 });
   });
 
   test("ALLOWED_ORIGINS is a comma list of origins", () => {

@@ -2,6 +2,20 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client, connectionsOf, serve, stopAll, until, type TestServer } from "./helpers.ts";
 
+/** An epoch as the server makes them (src/history/history.ts newEpoch): 8 base-36 characters. */
+const EPOCH = /^[0-9a-z]{8}$/;
+/**
+ * A first subscribe's reply with history on (the default): the topic's random epoch and its last offset. A
+ * repeated subscribe of an active topic is answered plainly, `{type, topic, id?}`.
+ */
+const subscribedAt = (topic: string, offset: number, id?: string | number) => ({
+  type: "subscribed" as const,
+  topic,
+  epoch: expect.stringMatching(EPOCH),
+  offset,
+  ...(id === undefined ? {} : { id }),
+});
+
 let server: TestServer;
 beforeAll(() => {
   server = serve({ PING_INTERVAL_MS: 5000, PING_WAIT_MS: 10000, MAX_TOPICS_PER_CONNECTION: 3 });
@@ -29,10 +43,20 @@ describe("welcome", () => {
 describe("subscribe / unsubscribe", () => {
   test("subscribed / unsubscribed, with string and numeric ids", async () => {
     const c = await Client.connect(server);
+    // The exact text, key order included; the epoch is random, so it is read from the reply first.
     c.send({ type: "subscribe", topic: "room.1" });
-    expect(await c.text()).toBe('{"type":"subscribed","topic":"room.1"}');
+    const first = await c.text();
+    const epoch1 = (JSON.parse(first) as { epoch: string }).epoch;
+    expect(epoch1).toMatch(EPOCH);
+    expect(first).toBe(`{"type":"subscribed","topic":"room.1","epoch":"${epoch1}","offset":0}`);
     c.send({ type: "subscribe", topic: "room:2/a_b-c", id: "s-2" });
-    expect(await c.text()).toBe('{"type":"subscribed","topic":"room:2/a_b-c","id":"s-2"}');
+    const second = await c.text();
+    const epoch2 = (JSON.parse(second) as { epoch: string }).epoch;
+    expect(epoch2).toMatch(EPOCH);
+    expect(second).toBe(`{"type":"subscribed","topic":"room:2/a_b-c","epoch":"${epoch2}","offset":0,"id":"s-2"}`);
+    // Subscribing again to an active topic is answered plainly (no position), the id still echoed.
+    c.send({ type: "subscribe", topic: "room.1", id: 3 });
+    expect(await c.text()).toBe('{"type":"subscribed","topic":"room.1","id":3}');
     c.send({ type: "unsubscribe", topic: "room.1", id: 7.5 });
     expect(await c.text()).toBe('{"type":"unsubscribed","topic":"room.1","id":7.5}');
     c.send({ type: "unsubscribe", topic: "room:2/a_b-c" });
@@ -42,8 +66,9 @@ describe("subscribe / unsubscribe", () => {
 
   test("subscribing twice is idempotent and counts once against the topic limit", async () => {
     const c = await Client.connect(server); // limit is 3
-    for (const topic of ["a", "a", "b", "b", "c"]) {
-      expect(await c.request({ type: "subscribe", topic })).toEqual({ type: "subscribed", topic });
+    // First subscribe of a topic: its position (nothing published yet); the repeat: plain.
+    for (const [topic, repeat] of [["a", false], ["a", true], ["b", false], ["b", true], ["c", false]] as const) {
+      expect(await c.request({ type: "subscribe", topic })).toEqual(repeat ? { type: "subscribed", topic } : subscribedAt(topic, 0));
     }
     expect(await c.request({ type: "subscribe", topic: "d", id: 1 })).toEqual({
       type: "error",
@@ -53,10 +78,10 @@ describe("subscribe / unsubscribe", () => {
     });
     // Unsubscribing frees a slot.
     expect(await c.request({ type: "unsubscribe", topic: "a" })).toEqual({ type: "unsubscribed", topic: "a" });
-    expect(await c.request({ type: "subscribe", topic: "d" })).toEqual({ type: "subscribed", topic: "d" });
+    expect(await c.request({ type: "subscribe", topic: "d" })).toEqual(subscribedAt("d", 0));
     // A subscribed topic is delivered once, not twice: the next frame after it is the pong of a later ping.
     c.send({ type: "publish", topic: "b", data: 1 });
-    expect(await c.json()).toEqual({ type: "message", topic: "b", data: 1 });
+    expect(await c.json()).toEqual({ type: "message", topic: "b", data: 1, offset: 1 });
     expect(await c.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     c.close();
   });
@@ -77,7 +102,7 @@ describe("subscribe / unsubscribe", () => {
     await c.request({ type: "subscribe", topic: "gone" });
     await c.request({ type: "unsubscribe", topic: "gone" });
     c.send({ type: "publish", topic: "gone", data: "x", id: 1 });
-    expect(await c.json()).toEqual({ type: "ack", id: 1 });
+    expect(await c.json()).toEqual({ type: "ack", id: 1, offset: 1 });
     expect(await c.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     c.close();
   });
@@ -94,8 +119,8 @@ describe("publish", () => {
     pub.send({ type: "publish", topic: "fan", data: { n: 1 }, id: "p1" });
     const own = [await pub.text(), await pub.text()].sort();
     // ack and own message may come in either order
-    expect(own).toEqual(['{"type":"ack","id":"p1"}', '{"type":"message","topic":"fan","data":{"n":1}}']);
-    for (const s of subs) expect(await s.text()).toBe('{"type":"message","topic":"fan","data":{"n":1}}');
+    expect(own).toEqual(['{"type":"ack","id":"p1","offset":1}', '{"type":"message","topic":"fan","data":{"n":1},"offset":1}']);
+    for (const s of subs) expect(await s.text()).toBe('{"type":"message","topic":"fan","data":{"n":1},"offset":1}');
     // The fan-out has reached every subscriber; had it reached the outsider, that would come before this pong.
     expect(await outsider.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     for (const s of [pub, outsider, ...subs]) s.close();
@@ -106,11 +131,11 @@ describe("publish", () => {
     const sub = await Client.connect(server);
     await sub.request({ type: "subscribe", topic: "quiet" });
     pub.send({ type: "publish", topic: "quiet", data: null });
-    expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: null });
+    expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: null, offset: 1 });
     expect(await pub.request({ type: "ping", id: "after" })).toEqual({ type: "pong", id: "after" });
     pub.send({ type: "publish", topic: "quiet", data: false, id: 0 });
-    expect(await pub.json()).toEqual({ type: "ack", id: 0 });
-    expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: false });
+    expect(await pub.json()).toEqual({ type: "ack", id: 0, offset: 2 });
+    expect(await sub.json()).toEqual({ type: "message", topic: "quiet", data: false, offset: 2 });
     pub.close();
     sub.close();
   });
@@ -121,12 +146,13 @@ describe("publish", () => {
     for (const s of subs) await s.request({ type: "subscribe", topic: "seq" });
     for (let i = 0; i < 1000; i++) pub.send({ type: "publish", topic: "seq", data: i });
     for (const s of subs) {
-      const got: number[] = [];
+      const got: [unknown, number | undefined][] = [];
       for (let i = 0; i < 1000; i++) {
         const frame = await s.json();
-        if (frame.type === "message") got.push(frame.data as number);
+        if (frame.type === "message") got.push([frame.data, frame.offset]);
       }
-      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+      // Data in publish order, and offsets 1..1000 with it (more than HISTORY_SIZE: retention does not cap them).
+      expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => [i, i + 1]));
     }
     for (const s of [pub, ...subs]) s.close();
   });
@@ -147,14 +173,14 @@ describe("publish", () => {
       -0.5,
       1e21,
     ];
-    for (const data of values) {
+    for (const [i, data] of values.entries()) {
       c.send({ type: "publish", topic: "exact", data });
       const text = await c.text();
-      expect(text).toBe(`{"type":"message","topic":"exact","data":${JSON.stringify(data)}}`);
+      expect(text).toBe(`{"type":"message","topic":"exact","data":${JSON.stringify(data)},"offset":${i + 1}}`);
     }
     // A JSON key named __proto__ is data, not a prototype: it must come back as written.
     c.send('{"type":"publish","topic":"exact","data":{"__proto__":{"polluted":true}}}');
-    expect(await c.text()).toBe('{"type":"message","topic":"exact","data":{"__proto__":{"polluted":true}}}');
+    expect(await c.text()).toBe(`{"type":"message","topic":"exact","data":{"__proto__":{"polluted":true}},"offset":${values.length + 1}}`);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     c.close();
   });
@@ -218,7 +244,7 @@ describe("bad input gets an error frame and the connection stays open", () => {
 
   test("a topic of exactly 200 chars is fine", async () => {
     const topic = "t".repeat(200);
-    expect(await c.request({ type: "subscribe", topic })).toEqual({ type: "subscribed", topic });
+    expect(await c.request({ type: "subscribe", topic })).toEqual(subscribedAt(topic, 0));
   });
 
   test("a binary frame is unsupported_binary", async () => {

@@ -4,6 +4,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { gcAndSweep, heapStats } from "bun:jsc";
 import { Logger } from "../src/log.ts";
+import type { Json } from "../src/protocol.ts";
 import { encodeFrame, Client, connectionsOf, Opcode, RawPeer, serve, stopAll, until } from "./helpers.ts";
 
 afterAll(stopAll);
@@ -26,6 +27,7 @@ const VALID = [
   '{"type":"unsubscribe","topic":"fuzz.a","id":"u"}',
   '{"type":"publish","topic":"fuzz.a","data":{"k":[1,2,{"x":null}]},"id":2}',
   '{"type":"ping","id":3}',
+  '{"type":"history","topic":"fuzz.a","since":{"epoch":"e","offset":0},"limit":5,"id":4}',
 ];
 
 const NASTY = [
@@ -91,6 +93,9 @@ describe(`fuzz (seed ${SEED})`, () => {
     // Batches of 100, each followed by a marker ping: once its pong arrives, every earlier frame has been
     // handled and answered. (One unread burst of 5,000 would rightly trip the backpressure limit instead.)
     let seen = 0;
+    // History is on (the default): every ack and message carries an offset; a topic's messages arrive with
+    // rising offsets (mutations publish to other topics too, each with its own offsets, so acks are not ordered).
+    const lastOffset = new Map<string, number>();
     for (let start = 0; start < frames.length; start += 100) {
       for (const frame of frames.slice(start, start + 100)) c.send(frame);
       c.send({ type: "ping", id: `marker-${start}` });
@@ -98,7 +103,13 @@ describe(`fuzz (seed ${SEED})`, () => {
         const frame = await c.json(10_000);
         seen++;
         if (frame.type === "pong" && frame.id === `marker-${start}`) break;
-        expect(["subscribed", "unsubscribed", "ack", "pong", "message", "error"]).toContain(frame.type);
+        expect(["subscribed", "unsubscribed", "ack", "pong", "message", "error", "history"]).toContain(frame.type);
+        if (frame.type === "ack") {
+          expect(Number.isInteger(frame.offset) && frame.offset! >= 1).toBe(true);
+        } else if (frame.type === "message") {
+          expect(frame.offset).toBeGreaterThan(lastOffset.get(frame.topic) ?? 0);
+          lastOffset.set(frame.topic, frame.offset!);
+        }
         if (frame.type === "error") {
           expect(["invalid_json", "invalid_message", "invalid_topic", "not_subscribed", "too_many_topics"]).toContain(frame.code);
         }
@@ -113,12 +124,18 @@ describe(`fuzz (seed ${SEED})`, () => {
     // Deep nesting is a clear error, refused before parsing (JSC needs ~1.7 s to fail stringifying 50k levels).
     c.send(NASTY[8]!);
     expect(await c.json()).toEqual({ type: "error", code: "invalid_message", message: "JSON nests deeper than 128 levels" });
-    // 128 levels is fine
-    await c.request({ type: "subscribe", topic: "fuzz.a" });
+    // 128 levels is fine. Start from a fresh subscription, whose reply tells the topic's last offset.
+    const reset = await c.request({ type: "unsubscribe", topic: "fuzz.a", id: "reset" });
+    expect(reset.type === "unsubscribed" || (reset.type === "error" && reset.code === "not_subscribed")).toBe(true);
+    const sub = await c.request({ type: "subscribe", topic: "fuzz.a", id: "s" });
+    if (sub.type !== "subscribed" || sub.offset === undefined) throw new Error(`expected subscribed with a position, got ${JSON.stringify(sub)}`);
+    expect(sub).toEqual({ type: "subscribed", topic: "fuzz.a", epoch: expect.stringMatching(/^[0-9a-z]{8}$/), offset: sub.offset, id: "s" });
+    expect(sub.offset).toBeGreaterThanOrEqual(lastOffset.get("fuzz.a") ?? 0);
+    const deep = JSON.parse(`${"[".repeat(127)}${"]".repeat(127)}`) as Json;
     c.send(`{"type":"publish","topic":"fuzz.a","id":"ok","data":${"[".repeat(127)}${"]".repeat(127)}}`);
     const replies = [await c.json(), await c.json()];
-    expect(replies).toContainEqual({ type: "ack", id: "ok" });
-    expect(replies.find((r) => r.type === "message")).toBeDefined();
+    expect(replies).toContainEqual({ type: "ack", id: "ok", offset: sub.offset + 1 });
+    expect(replies).toContainEqual({ type: "message", topic: "fuzz.a", data: deep, offset: sub.offset + 1 });
     c.close();
   }, 60_000);
 
@@ -156,10 +173,15 @@ describe(`fuzz (seed ${SEED})`, () => {
     // A well-behaved client still gets exactly the right frames.
     const a = await Client.connect(server);
     const b = await Client.connect(server);
-    await a.request({ type: "subscribe", topic: "after.fuzz" });
+    expect(await a.request({ type: "subscribe", topic: "after.fuzz" })).toEqual({
+      type: "subscribed",
+      topic: "after.fuzz",
+      epoch: expect.stringMatching(/^[0-9a-z]{8}$/),
+      offset: 0,
+    });
     b.send({ type: "publish", topic: "after.fuzz", data: { ok: true }, id: "k" });
-    expect(await b.json()).toEqual({ type: "ack", id: "k" });
-    expect(await a.json()).toEqual({ type: "message", topic: "after.fuzz", data: { ok: true } });
+    expect(await b.json()).toEqual({ type: "ack", id: "k", offset: 1 });
+    expect(await a.json()).toEqual({ type: "message", topic: "after.fuzz", data: { ok: true }, offset: 1 });
     a.close();
     b.close();
   }, 60_000);

@@ -161,7 +161,7 @@ describe("peers that stay", () => {
     expect(dead.closeFrame()?.code).toBe(4000);
     live.send({ type: "publish", topic: "t", data: "after", id: 9 });
     const frames = [await live.text(), await live.text()].sort();
-    expect(frames).toEqual(['{"type":"ack","id":9}', '{"type":"message","topic":"t","data":"after"}']);
+    expect(frames).toEqual(['{"type":"ack","id":9,"offset":1}', '{"type":"message","topic":"t","data":"after","offset":1}']);
     expect(server.gateway.connections.size).toBe(1);
     live.close();
   });

@@ -53,6 +53,11 @@ describe("a short Host header", () => {
       `POST /publish HTTP/1.1\r\nHost: ws\r\nAuthorization: Bearer ${KEY}`,
       JSON.stringify({ topic: "t", data: 1 }),
     );
-    expect(published).toEqual({ status: 200, body: '{"status":"published","topic":"t"}' });
+    // History is on (the default): the answer carries the message's offset, and GET /api/history returns it.
+    expect(published).toEqual({ status: 200, body: '{"status":"published","topic":"t","offset":1}' });
+    const history = await rawRequest(server.port, `GET /api/history?topic=t HTTP/1.1\r\nHost: ws\r\nAuthorization: Bearer ${KEY}`);
+    const epoch = (JSON.parse(history.body) as { epoch: string }).epoch;
+    expect(epoch).toMatch(/^[0-9a-z]{8}$/);
+    expect(history).toEqual({ status: 200, body: `{"topic":"t","epoch":"${epoch}","offset":1,"messages":[{"offset":1,"data":1}]}` });
   });
 });

@@ -179,7 +179,7 @@ describe("POST /publish refuses before it reads", () => {
     const body = JSON.stringify({ topic: "t", data: "x".repeat(1000 - frame.length) });
     expect(body.length).toBe(1000);
     const res = await post(server, body);
-    expect([res.status, await res.json()]).toEqual([200, { status: "published", topic: "t" }]);
+    expect([res.status, await res.json()]).toEqual([200, { status: "published", topic: "t", offset: 1 }]);
     const over = await post(server, JSON.stringify({ topic: "t", data: "x".repeat(1001 - frame.length) }));
     expect(over.status).toBe(413);
   });
@@ -210,12 +210,13 @@ describe("POST /publish keeps its answers", () => {
     const server = serve({ PUBLISH_API_KEY: KEY });
     const sub = await Client.connect(server);
     await sub.request({ type: "subscribe", topic: "http" });
+    // History is on (the default): the answer carries the stored message's offset, as its frame does.
     let res = await post(server, JSON.stringify({ topic: "http", data: { price: "101.50" } }));
-    expect([res.status, await res.json()]).toEqual([200, { status: "published", topic: "http" }]);
-    expect(await sub.text()).toBe('{"type":"message","topic":"http","data":{"price":"101.50"}}');
+    expect([res.status, await res.json()]).toEqual([200, { status: "published", topic: "http", offset: 1 }]);
+    expect(await sub.text()).toBe('{"type":"message","topic":"http","data":{"price":"101.50"},"offset":1}');
     res = await post(server, JSON.stringify({ topic: "http", data: null }), { ...AUTH, "content-type": "application/x-www-form-urlencoded" });
-    expect(res.status).toBe(200);
-    expect(await sub.text()).toBe('{"type":"message","topic":"http","data":null}');
+    expect([res.status, await res.json()]).toEqual([200, { status: "published", topic: "http", offset: 2 }]);
+    expect(await sub.text()).toBe('{"type":"message","topic":"http","data":null,"offset":2}');
     sub.close();
   });
 

@@ -1,5 +1,6 @@
 // GET /metrics: valid Prometheus text, and counters that move by exactly what a scripted session did.
 import { afterAll, describe, expect, test } from "bun:test";
+import { ENTRY_OVERHEAD_BYTES, TOPIC_OVERHEAD_BYTES } from "../src/history/memory.ts";
 import { Client, serve, stopAll, until, type TestServer } from "./helpers.ts";
 
 afterAll(stopAll);
@@ -42,12 +43,32 @@ describe("/metrics", () => {
     const a = await Client.connect(server); // welcome: 1 frame out
     const b = await Client.connect(server); // welcome: 1 frame out
     const e = await Client.open(server.ws("/echo"));
-    await a.request({ type: "subscribe", topic: "m" }); // in 1, out 1
-    await b.request({ type: "subscribe", topic: "m" }); // in 1, out 1
-    a.send({ type: "publish", topic: "m", data: "x", id: 1 }); // in 1, out 1 (ack); 2 deliveries
-    await a.json();
-    await a.json();
-    await b.json();
+    // History is on (the default): the first subscribe gives the topic a position (a history topic).
+    const subscribed = await a.request({ type: "subscribe", topic: "m" }); // in 1, out 1
+    const epoch = (subscribed as { epoch: string }).epoch;
+    expect(subscribed).toEqual({ type: "subscribed", topic: "m", epoch: expect.stringMatching(/^[0-9a-z]{8}$/), offset: 0 });
+    // A subscribe with since: a recovery (nothing missed), counted by outcome.
+    expect(await b.request({ type: "subscribe", topic: "m", since: { epoch, offset: 0 } })).toEqual({
+      type: "subscribed",
+      topic: "m",
+      epoch,
+      offset: 0,
+      recovered: true,
+    }); // in 1, out 1
+    a.send({ type: "publish", topic: "m", data: "x", id: 1 }); // in 1, out 1 (ack); 2 deliveries; 1 append
+    const own = [await a.json(), await a.json()];
+    expect(own).toContainEqual({ type: "ack", id: 1, offset: 1 });
+    expect(own).toContainEqual({ type: "message", topic: "m", data: "x", offset: 1 });
+    expect(await b.json()).toEqual({ type: "message", topic: "m", data: "x", offset: 1 });
+    // A history request: in 1, out 1; one history read.
+    expect(await a.request({ type: "history", topic: "m", id: 2 })).toEqual({
+      type: "history",
+      topic: "m",
+      epoch,
+      offset: 1,
+      messages: [{ offset: 1, data: "x" }],
+      id: 2,
+    });
     expect(await a.request("{oops")).toMatchObject({ code: "invalid_json" }); // in 1, out 1
     a.socket.send(new Uint8Array([1]));
     expect(await a.json()).toMatchObject({ code: "unsupported_binary" }); // in 1, out 1
@@ -62,12 +83,19 @@ describe("/metrics", () => {
       'switchboard_connections{route="echo"}': 1,
       'switchboard_upgrades_accepted_total{route="connect"}': 2,
       'switchboard_upgrades_accepted_total{route="echo"}': 1,
-      switchboard_frames_received_total: 6,
+      switchboard_frames_received_total: 7,
       switchboard_frames_received_payload_total: expect.any(Number),
-      switchboard_frames_sent_total: 8,
+      switchboard_frames_sent_total: 9,
       switchboard_frames_sent_payload_total: expect.any(Number),
       switchboard_publishes_total: 1,
       switchboard_deliveries_total: 2,
+      switchboard_history_appends_total: 1,
+      switchboard_history_reads_total: 1,
+      'switchboard_history_recoveries_total{outcome="recovered"}': 1,
+      // The memory store's gauges: one topic holding one message, counted as src/history/memory.ts says.
+      switchboard_history_topics: 1,
+      switchboard_history_messages: 1,
+      switchboard_history_bytes: '{"type":"message","topic":"m","data":"x","offset":1}'.length + ENTRY_OVERHEAD_BYTES + TOPIC_OVERHEAD_BYTES + "m".length,
       'switchboard_errors_total{code="invalid_json"}': 1,
       'switchboard_errors_total{code="unsupported_binary"}': 1,
       'switchboard_closes_total{code="1000"}': 1,

@@ -1,6 +1,11 @@
 // The seams between the topic pipeline and the Redis broker, tried on purpose against a real redis-server:
 // subscribe/unsubscribe/close racing Redis's replies, subscribes while Redis is away or refusing, a Redis that
 // hangs (SIGSTOP), and the ordering promise "no message of T before T's subscribed".
+//
+// These seams are the Redis pub/sub path and its per-channel state machine, which is the whole path with history
+// off. Tests of behaviour that only exists with history off (local-first delivery, local delivery while Redis is
+// away, a subscribe confirmed by the bounded wait alone) pass HISTORY_SIZE: 0 and say so; the rest run on the
+// defaults (history on: publishes are stored in Redis and every node delivers them from there, with offsets).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RedisBroker } from "../src/broker/redis.ts";
 import { Logger } from "../src/log.ts";
@@ -28,11 +33,14 @@ async function node(overrides: Parameters<typeof serve>[0] = {}, deps: Parameter
   return server;
 }
 
-/** A node whose broker waits only `confirmMs` for Redis before confirming a subscription anyway. */
+/**
+ * A node whose broker waits only `confirmMs` for Redis before confirming a subscription anyway. History off: the
+ * broker is built here without a history store (its tests are about the channel state machine).
+ */
 function nodeWithConfirm(confirmMs: number, lines: string[] = []): Promise<TestServer> {
   const log = new Logger("info", (line) => lines.push(line));
   const broker = new RedisBroker({ url: redis.url, log, timeoutMs: 2000, maxPendingBytes: 1 << 20, confirmMs, baseMs: 20, capMs: 200 });
-  return node({}, { broker, log });
+  return node({ HISTORY_SIZE: 0 }, { broker, log });
 }
 
 const numsub = async (topic: string): Promise<number> => {
@@ -53,6 +61,9 @@ async function messages(client: Client, count: number): Promise<unknown[]> {
 
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
+/** An epoch as the server makes them (src/history/history.ts newEpoch). */
+const EPOCH = /^[0-9a-z]{8}$/;
+
 describe("subscribe vs unsubscribe vs close, before Redis answers", () => {
   test("replies keep request order, nothing throws, and later subscribers get each message exactly once", async () => {
     const a = await node();
@@ -63,6 +74,7 @@ describe("subscribe vs unsubscribe vs close, before Redis answers", () => {
       quick.send({ type: "unsubscribe", topic: "flicker", id: `u${i}` });
     }
     for (let i = 0; i < 20; i++) {
+      // Cancelled before Redis confirmed it: answered plainly (no position), then the unsubscribe.
       expect(await quick.json()).toEqual({ type: "subscribed", topic: "flicker", id: `s${i}` });
       expect(await quick.json()).toEqual({ type: "unsubscribed", topic: "flicker", id: `u${i}` });
     }
@@ -78,11 +90,18 @@ describe("subscribe vs unsubscribe vs close, before Redis answers", () => {
     expect(a.gateway.topics.localInterest("flicker")).toBe(0);
 
     const sub = await Client.connect(a);
-    expect(await sub.request({ type: "subscribe", topic: "flicker" })).toEqual({ type: "subscribed", topic: "flicker" });
+    expect(await sub.request({ type: "subscribe", topic: "flicker" })).toEqual({
+      type: "subscribed",
+      topic: "flicker",
+      epoch: expect.stringMatching(EPOCH),
+      offset: 0,
+    });
     expect(await numsub("flicker")).toBe(1);
     const publisher = await Client.connect(b);
     for (const i of range(0, 50)) publisher.send({ type: "publish", topic: "flicker", data: i });
-    expect(await messages(sub, 50)).toEqual(range(0, 50));
+    const got: ServerFrame[] = [];
+    for (let i = 0; i < 50; i++) got.push(await sub.json(5000));
+    expect(got).toEqual(range(0, 50).map((i) => ({ type: "message", topic: "flicker", data: i, offset: i + 1 })));
     expect(await quick.request({ type: "ping", id: "alive" })).toEqual({ type: "pong", id: "alive" });
     // Exactly once: B's 50 payloads reached A once each (a doubled Redis subscription would deliver 100).
     await until(() => brokerOf(a).counters.received >= 50, 3000, "A received");
@@ -94,7 +113,9 @@ describe("subscribe vs unsubscribe vs close, before Redis answers", () => {
 
 describe("subscribed means cross-node messages will arrive, and nothing comes before it", () => {
   test("while Redis has not confirmed, local publishes do not reach the new subscribers; afterwards everything does", async () => {
-    const a = await node({ REDIS_TIMEOUT_MS: 30_000 });
+    // History off: local-first delivery (a publish reaches this node's subscribers without Redis) exists only
+    // without history; with it, every delivery comes from Redis.
+    const a = await node({ REDIS_TIMEOUT_MS: 30_000, HISTORY_SIZE: 0 });
     const publisher = await Client.connect(a);
     const first = await Client.connect(a);
     const second = await Client.connect(a);
@@ -120,7 +141,9 @@ describe("interest converges whatever Redis does", () => {
   test("subscribes while Redis is down and during the resubscribe are all restored", async () => {
     const lines: string[] = [];
     const a = await nodeWithConfirm(100, lines);
-    const b = await node();
+    // History off (A's broker has none; B publishes the same way): delivery across the restart, which empties
+    // Redis, is the pub/sub path's; with history on, the emptied topics start new epochs and subscribers recover.
+    const b = await node({ HISTORY_SIZE: 0 });
     const early = await Client.connect(a);
     expect(await early.request({ type: "subscribe", topic: "before" })).toEqual({ type: "subscribed", topic: "before" });
 
@@ -148,7 +171,7 @@ describe("interest converges whatever Redis does", () => {
   test("a refused SUBSCRIBE (Redis ACL) is retried until Redis accepts it", async () => {
     const lines: string[] = [];
     const a = await nodeWithConfirm(100, lines);
-    const b = await node();
+    const b = await node({ HISTORY_SIZE: 0 }); // history off, like A: a refused SUBSCRIBE is confirmed as in an outage
     // A topic Redis keeps allowing, held on A before and after: Bun's client closes a subscriber connection on
     // an error reply, so the refused channel must not make A's connection flap (and lose this one).
     const steady = await Client.connect(a);
@@ -184,8 +207,10 @@ describe("a retry outliving its channel", () => {
     const log = new Logger("silent");
     // baseMs is also the first SUBSCRIBE retry delay: 400 ms leaves room to drop and re-want the channel.
     const broker = new RedisBroker({ url: redis.url, log, timeoutMs: 2000, maxPendingBytes: 1 << 20, baseMs: 400 });
-    const a = await node({}, { broker, log });
-    const b = await node();
+    // History off: the broker is built without a history store, and the refused SUBSCRIBE is confirmed as in
+    // an outage, which with history on would also depend on reading the history.
+    const a = await node({ HISTORY_SIZE: 0 }, { broker, log });
+    const b = await node({ HISTORY_SIZE: 0 });
     await redis.command("ACL", ["SETUSER", "default", "resetchannels", "&sb:open*"]);
     try {
       const first = await Client.connect(a);
@@ -221,6 +246,8 @@ describe("a retry outliving its channel", () => {
 describe("a connected Redis that does not answer", () => {
   test("subscribed is sent after the bounded wait, logged and counted; the channel is subscribed when Redis wakes", async () => {
     const lines: string[] = [];
+    // History off (nodeWithConfirm): with history on, `subscribed` also waits for the history read, which a
+    // frozen Redis holds until the stall check drops the connection (REDIS_TIMEOUT_MS), not for confirmMs alone.
     const a = await nodeWithConfirm(100, lines);
     const sub = await Client.connect(a);
     redis.signal("SIGSTOP");
@@ -240,7 +267,9 @@ describe("a Redis that hangs (SIGSTOP)", () => {
   test("is detected, reported, and never queued into without bound; local delivery goes on; it recovers", async () => {
     const lines: string[] = [];
     const log = new Logger("warn", (line) => lines.push(line));
-    const overrides = { REDIS_TIMEOUT_MS: 300, REDIS_MAX_PENDING_BYTES: 64 * 1024, MAX_PAYLOAD_BYTES: 64 * 1024 };
+    // History off: local delivery going on while Redis hangs exists only without history (with it, publishes
+    // are refused with unavailable since they cannot be stored).
+    const overrides = { REDIS_TIMEOUT_MS: 300, REDIS_MAX_PENDING_BYTES: 64 * 1024, MAX_PAYLOAD_BYTES: 64 * 1024, HISTORY_SIZE: 0 };
     const a = await node(overrides, { log });
     const b = await node(overrides);
     const localSub = await Client.connect(a);

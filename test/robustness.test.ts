@@ -1,13 +1,27 @@
 // Recovery (1011 for one socket, never the process), backpressure on slow consumers, and draining.
 import { afterAll, describe, expect, test } from "bun:test";
 import { MemoryBroker } from "../src/broker/memory.ts";
+import { systemClock } from "../src/clock.ts";
+import { configWith } from "../src/config.ts";
+import { MemoryHistory } from "../src/history/memory.ts";
 import { Logger } from "../src/log.ts";
 import { Client, connectionsOf, RawPeer, serve, stopAll, until, within } from "./helpers.ts";
 
 afterAll(stopAll);
 
-/** A real memory broker that fails on one topic, standing in for any bug in a handler. */
+/**
+ * A real memory broker, with the default history the server would give it, that fails on one topic, standing
+ * in for any bug in a handler. With history on (the default) a publish goes through `append`.
+ */
 class FailingBroker extends MemoryBroker {
+  constructor() {
+    const { HISTORY_SIZE, HISTORY_TTL_MS, HISTORY_MAX_BYTES } = configWith();
+    super(new MemoryHistory({ size: HISTORY_SIZE, ttlMs: HISTORY_TTL_MS, maxBytes: HISTORY_MAX_BYTES, clock: systemClock, held: () => true }));
+  }
+  override append(topic: string, head: string): number {
+    if (topic === "explode") throw new Error("broker exploded");
+    return super.append(topic, head);
+  }
   override publish(topic: string, frame: string): Promise<void> {
     if (topic === "explode") throw new Error("broker exploded");
     return super.publish(topic, frame);
@@ -20,7 +34,12 @@ describe("recovery", () => {
     const server = serve({ LOG_LEVEL: "error" }, { broker: new FailingBroker(), log: new Logger("error", (l) => lines.push(l)) });
     const victim = await Client.connect(server);
     const bystander = await Client.connect(server);
-    await bystander.request({ type: "subscribe", topic: "calm" });
+    expect(await bystander.request({ type: "subscribe", topic: "calm" })).toEqual({
+      type: "subscribed",
+      topic: "calm",
+      epoch: expect.stringMatching(/^[0-9a-z]{8}$/),
+      offset: 0,
+    });
 
     victim.send({ type: "publish", topic: "explode", data: 1, id: 1 });
     expect(await within(victim.closed, 3000, "victim close")).toEqual({ code: 1011, reason: "internal error" });
@@ -32,7 +51,7 @@ describe("recovery", () => {
 
     // The process, the other connection and new connections are fine.
     bystander.send({ type: "publish", topic: "calm", data: "ok" });
-    expect(await bystander.json()).toEqual({ type: "message", topic: "calm", data: "ok" });
+    expect(await bystander.json()).toEqual({ type: "message", topic: "calm", data: "ok", offset: 1 });
     const fresh = await Client.connect(server);
     expect(await fresh.request({ type: "ping" })).toEqual({ type: "pong" });
     await until(() => server.gateway.connections.size === 2, 2000, "victim freed");
@@ -76,7 +95,7 @@ describe("backpressure", () => {
       // The fast consumer keeps up; each of its frames is checked in order.
       for (; received < sent + BATCH; received++) {
         const frame = await fast.json(5000);
-        expect(frame.type === "message" && (frame.data as string).startsWith(`${received}:`)).toBe(true);
+        expect(frame.type === "message" && (frame.data as string).startsWith(`${received}:`) && frame.offset === received + 1).toBe(true);
       }
       if (droppedAt < 0 && server.gateway.connections.size === 2) droppedAt = sent + BATCH;
     }

@@ -146,6 +146,11 @@ describe.skipIf(haproxy === null)("compose topology with real processes", () => 
     workDir = mkdtempSync(join(tmpdir(), "switchboard-haproxy-"));
     const ports = [1, 2, 3].map(() => freePort());
     const replicas = await Promise.all(ports.map((p) => replica(p, redis!.url)));
+    // History is on (the default): a replica refuses publishes (unavailable) until its Redis link is up, which
+    // /readyz reports; HAProxy's check is /healthz, so wait for each replica's readiness here.
+    for (const port of ports) {
+      await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200, 10_000, `replica on ${port} ready`);
+    }
     // Each replica's connection-id prefix, straight from the replica: tells which one HAProxy picked.
     const prefixes: string[] = [];
     for (const port of ports) {
@@ -182,9 +187,13 @@ describe.skipIf(haproxy === null)("compose topology with real processes", () => 
     const view = await haproxyView(statsSocket);
     expect(ports.map((_, i) => view.get(`sb${i + 1}`)?.sessions)).toEqual(perReplica);
 
-    for (const c of clients) expect(await c.request({ type: "subscribe", topic: "lb" })).toEqual({ type: "subscribed", topic: "lb" });
+    // The topic's history lives in Redis: every replica answers with the same epoch, and the same offsets.
+    const first = await clients[0]!.request({ type: "subscribe", topic: "lb" });
+    const epoch = (first as { epoch: string }).epoch;
+    expect(first).toEqual({ type: "subscribed", topic: "lb", epoch: expect.stringMatching(/^[0-9a-z]{8}$/), offset: 0 });
+    for (const c of clients.slice(1)) expect(await c.request({ type: "subscribe", topic: "lb" })).toEqual({ type: "subscribed", topic: "lb", epoch, offset: 0 });
     clients[0]!.send({ type: "publish", topic: "lb", data: "everyone" });
-    for (const c of clients) expect(await c.json(5000)).toEqual({ type: "message", topic: "lb", data: "everyone" });
+    for (const c of clients) expect(await c.json(5000)).toEqual({ type: "message", topic: "lb", data: "everyone", offset: 1 });
 
     // Drain replica 1: exactly its clients see 1001, it exits 0, HAProxy marks it down.
     const drained = clients.filter((c) => holder.get(c) === prefixes[0]);
@@ -197,12 +206,12 @@ describe.skipIf(haproxy === null)("compose topology with real processes", () => 
     const again = await Client.open(url);
     const welcome = await again.json();
     expect(prefixes.slice(1)).toContain(prefixOf(welcome));
-    expect(await again.request({ type: "subscribe", topic: "lb" })).toEqual({ type: "subscribed", topic: "lb" });
+    expect(await again.request({ type: "subscribe", topic: "lb" })).toEqual({ type: "subscribed", topic: "lb", epoch, offset: 1 });
     await untilView(statsSocket, (v) => v.get("sb1")?.status === "DOWN" && v.get("sb2")?.status === "UP" && v.get("sb3")?.status === "UP", "sb1 down, sb2 and sb3 up");
 
     // The survivors were not touched: each still receives, across both remaining replicas.
     survivors[0]!.send({ type: "publish", topic: "lb", data: "after drain" });
-    for (const c of [...survivors, again]) expect(await c.json(5000)).toEqual({ type: "message", topic: "lb", data: "after drain" });
+    for (const c of [...survivors, again]) expect(await c.json(5000)).toEqual({ type: "message", topic: "lb", data: "after drain", offset: 2 });
     for (const c of [...survivors, again]) expect(c.socket.readyState).toBe(WebSocket.OPEN);
     for (const c of [...clients, again]) c.close();
     await until(() => [...clients, again].every((c) => c.socket.readyState === WebSocket.CLOSED), 5000, "clients closed");
