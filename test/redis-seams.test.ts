@@ -69,14 +69,21 @@ describe("subscribe vs unsubscribe vs close, before Redis answers", () => {
     const a = await node();
     const b = await node();
     const quick = await Client.connect(a);
-    for (let i = 0; i < 20; i++) {
-      quick.send({ type: "subscribe", topic: "flicker", id: `s${i}` });
-      quick.send({ type: "unsubscribe", topic: "flicker", id: `u${i}` });
-    }
-    for (let i = 0; i < 20; i++) {
-      // Cancelled before Redis confirmed it: answered plainly (no position), then the unsubscribe.
-      expect(await quick.json()).toEqual({ type: "subscribed", topic: "flicker", id: `s${i}` });
-      expect(await quick.json()).toEqual({ type: "unsubscribed", topic: "flicker", id: `u${i}` });
+    // Redis frozen for the burst, so that no SUBSCRIBE can be confirmed (and no position read) between two of
+    // the frames whatever the scheduling: every subscribe is cancelled before Redis answered, by construction.
+    redis.signal("SIGSTOP");
+    try {
+      for (let i = 0; i < 20; i++) {
+        quick.send({ type: "subscribe", topic: "flicker", id: `s${i}` });
+        quick.send({ type: "unsubscribe", topic: "flicker", id: `u${i}` });
+      }
+      for (let i = 0; i < 20; i++) {
+        // Cancelled before Redis confirmed it: answered plainly (no position), then the unsubscribe.
+        expect(await quick.json()).toEqual({ type: "subscribed", topic: "flicker", id: `s${i}` });
+        expect(await quick.json()).toEqual({ type: "unsubscribed", topic: "flicker", id: `u${i}` });
+      }
+    } finally {
+      redis.signal("SIGCONT");
     }
     // A close right after a subscribe, on fresh connections, 20 times.
     const closers = await Promise.all(range(0, 20).map(() => Client.connect(a)));
