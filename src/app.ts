@@ -6,7 +6,7 @@ import type { Config } from "./config.ts";
 import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { readBoundedText } from "./http/bounded-body.ts";
 import { textNestsTooDeep } from "./json-depth.ts";
-import { ClientFrame, dataOfStored, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type Json } from "./protocol.ts";
+import { ClientFrame, dataOfStored, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type ErrorCode, type Json } from "./protocol.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
 import { publishKeyCheck } from "./auth/api-key.ts";
@@ -70,7 +70,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
       "/publish",
       async ({ body }) => {
         const outcome = await gateway.topics.publish(body.topic, body.data);
-        if (typeof outcome !== "number") return status(outcome.code === "unavailable" ? 503 : 400, { error: outcome.message });
+        if (typeof outcome !== "number") return status(httpStatusOf(outcome.code), { error: outcome.message });
         // `offset`: the message's place in the topic's history (history on); the message is stored.
         return outcome > 0 ? { status: "published" as const, topic: body.topic, offset: outcome } : { status: "published" as const, topic: body.topic };
       },
@@ -102,7 +102,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
         checkPublishKey(request.headers.get("authorization") ?? undefined);
         const since = query.since === undefined ? undefined : { epoch: query.epoch!, offset: query.since };
         const read = await gateway.topics.readHistory(query.topic, since, query.limit);
-        if ("code" in read) return status(read.code === "unavailable" ? 503 : 400, { error: read.message });
+        if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
         return {
           topic: query.topic,
           epoch: read.epoch,
@@ -144,6 +144,11 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     if (slot !== undefined) gateway.registry.release(slot);
     return status(400, { error: BAD_HANDSHAKE });
   }
+}
+
+/** A refusal of the topic pipeline over HTTP: the store down 503, no answer in time 504, the request 400. */
+function httpStatusOf(code: ErrorCode): 400 | 503 | 504 {
+  return code === "unavailable" ? 503 : code === "unconfirmed" ? 504 : 400;
 }
 
 function onlyPost({ set }: { set: { headers: Record<string, unknown> } }) {

@@ -42,9 +42,8 @@ export class Metrics {
   heartbeatTimeouts = 0;
   rateLimited = 0;
   tokenExpiries = 0;
-  /** History: messages stored (their publishes are counted once stored), refused (store unavailable), reads. */
+  /** History: messages stored (their publishes are counted once stored), and history requests answered. */
   historyAppends = 0;
-  historyUnavailable = 0;
   historyReads = 0;
   /** Topics whose stream on this node broke (Redis link lost messages, history reset): subscribers re-recover. */
   streamBreaks = 0;
@@ -53,6 +52,8 @@ export class Metrics {
   readonly upgradesRejected = new Labeled();
   readonly errors = new Labeled();
   readonly closes = new Labeled();
+  /** Publishes and history reads the store could not serve: unavailable (not done) or unconfirmed (unknown). */
+  readonly historyRefused = new Labeled();
   /** Subscribes with `since`, by outcome: recovered, not_recovered, unavailable. */
   readonly recoveries = new Labeled();
 
@@ -92,7 +93,7 @@ export class Metrics {
     metric("switchboard_rate_limited_total", "counter", "Frames refused with rate_limited.", [["", this.rateLimited]]);
     metric("switchboard_broker_ready", "gauge", "1 when the broker reaches the other nodes (always 1 for memory).", [[`{broker="${gauges.brokerKind}"}`, gauges.brokerReady ? 1 : 0]]);
     metric("switchboard_history_appends_total", "counter", "Messages stored in history (their publishes are acknowledged with the offset).", [["", this.historyAppends]]);
-    metric("switchboard_history_unavailable_total", "counter", "Publishes to history topics refused with unavailable (store down or too slow); none was delivered.", [["", this.historyUnavailable]]);
+    metric("switchboard_history_refused_total", "counter", "Publishes and history reads the store could not serve: unavailable (not stored, none delivered) or unconfirmed (no answer in time: outcome unknown).", labeled("outcome", this.historyRefused, ["unavailable", "unconfirmed"]));
     metric("switchboard_history_reads_total", "counter", "History requests answered (socket and HTTP).", [["", this.historyReads]]);
     metric("switchboard_history_recoveries_total", "counter", "Subscribes with since, by outcome.", labeled("outcome", this.recoveries, ["recovered", "not_recovered", "unavailable"]));
     metric("switchboard_history_stream_breaks_total", "counter", "Topics whose stream on this node broke; their subscribers were sent to recover.", [["", this.streamBreaks]]);

@@ -91,6 +91,7 @@ export const ErrorCode = z.enum([
   "forbidden",
   "rate_limited",
   "unavailable",
+  "unconfirmed",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -153,6 +154,7 @@ export const ErrorText = {
   binary: "binary frames are not supported on /connect: send JSON text",
   notJson: "frame is not valid JSON",
   unavailable: "history store unavailable: nothing was published; retry later",
+  unconfirmed: "the history store did not confirm in time: the message may or may not have been published",
 } as const;
 
 // Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the

@@ -60,6 +60,7 @@ export interface PipelineOptions {
 
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
+const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
 /** Longest a recovery waits for this node's stream to reach the client's `since` (normally a few ms). */
 const STREAM_WAIT_MS = 2000;
@@ -134,8 +135,8 @@ export class TopicPipeline {
 
   private readonly notStored = (error: unknown): Refusal => {
     if (!(error instanceof HistoryUnavailable)) throw error;
-    this.metrics.historyUnavailable++;
-    return UNAVAILABLE;
+    this.metrics.historyRefused.inc(error.unconfirmed ? "unconfirmed" : "unavailable");
+    return error.unconfirmed ? UNCONFIRMED : UNAVAILABLE;
   };
 
   subscribe(conn: Conn, topic: string, id: FrameId | undefined, since?: Position): void {
@@ -241,7 +242,14 @@ export class TopicPipeline {
   private recover(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead): void {
     if (this.stale(conn, topic, pending)) return this.forget(topic, pending);
     const live = pending.recovery;
-    const stream = live === undefined ? undefined : this.cursors.get(topic);
+    let stream = live === undefined ? undefined : this.cursors.get(topic);
+    if (stream !== undefined && stream.epoch !== read.epoch) {
+      // The topic's history was reset (Redis emptied or flushed) and this node has not yet seen a message of
+      // the new epoch: its subscribers' positions are gone. The read is the newer truth: send them to recover
+      // now, and follow the new epoch from the read's position.
+      this.breakStream(topic, read.epoch, read.offset);
+      stream = this.cursors.get(topic);
+    }
     const result = plan(read, pending.since, live, this.options.recoveryBudgetBytes, stream);
     if (result === undefined) return this.waitForStream(conn, topic, pending, read);
     this.forget(topic, pending);
@@ -334,8 +342,21 @@ export class TopicPipeline {
       }
       if (offset <= cursor.offset) return false;
     }
-    cursor.epoch = epoch;
-    cursor.offset = offset;
+    this.breakStream(topic, epoch, offset);
+    return true;
+  }
+
+  /**
+   * This node's stream of `topic` broke: its active subscribers here are sent to recover (`unsubscribed`,
+   * reason `recover`), and the node follows the topic from `epoch`/`offset` on. Walks the open connections:
+   * rare (a Redis link that lost messages, a history reset), never per message.
+   */
+  private breakStream(topic: string, epoch: string, offset: number): void {
+    const cursor = this.cursors.get(topic);
+    if (cursor !== undefined) {
+      cursor.epoch = epoch;
+      cursor.offset = offset;
+    }
     this.metrics.streamBreaks++;
     for (const conn of this.options.connections()) {
       const held = conn.topics?.get(topic);
@@ -346,7 +367,6 @@ export class TopicPipeline {
         this.replies.send(conn, encode.unsubscribed(topic, undefined, "recover"));
       }
     }
-    return true;
   }
 
   private release(topic: string): void {

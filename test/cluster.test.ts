@@ -255,7 +255,7 @@ describe("Redis outage", () => {
     });
     expect([res.status, await res.json()]).toEqual([503, { error: "history store unavailable: nothing was published; retry later" }]);
     expect(await c.request({ type: "ping", id: "after http" })).toEqual({ type: "pong", id: "after http" });
-    expect(server.gateway.metrics.historyUnavailable).toBe(2);
+    expect(server.gateway.metrics.historyRefused.get("unavailable")).toBe(2);
     expect(await readyz(server)).toBe(503);
     c.close();
   });

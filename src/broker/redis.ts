@@ -35,6 +35,9 @@ import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broke
 import { RedisChannels } from "./redis-channels.ts";
 
 const CHANNEL_PREFIX = "sb:";
+
+/** An error Redis itself replied with (the command ran, or was refused), as opposed to a connection failure. */
+const isServerReply = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === "ERR_REDIS_SERVER_ERROR";
 const SEPARATOR = "|";
 
 export interface RedisBrokerOptions {
@@ -60,6 +63,8 @@ class Link {
   private readonly sizes: number[] = [];
   private head = 0;
   pendingBytes = 0;
+  /** The history scripts being (re)loaded on this connection. */
+  scriptsLoading: Promise<unknown> | undefined;
   /** When the health PINGs in flight were sent (-1: none), and how many of the two are still unanswered. */
   probeSentAt = -1;
   probesOut = 0;
@@ -173,16 +178,32 @@ export class RedisBroker implements Broker {
     }
     this.counters.sent++;
     link.sent(size);
-    return this.script(link.pub, APPEND_SHA, APPEND_SCRIPT, appendArgs(topic, CHANNEL_PREFIX + topic, head, history)).then(
+    // EVALSHA only: no EVAL fallback on NOSCRIPT. A fallback would send this publish again after later ones of
+    // the same connection, which may already have succeeded (another node reloaded the script): one
+    // publisher's order would break. The scripts are loaded before a connection is used; a NOSCRIPT (SCRIPT
+    // FLUSH, a failover) refuses this publish as unavailable (it was not run) and reloads them.
+    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history)]).then(
       (offset) => {
         link.onSent();
         return offset as number;
       },
       (error: unknown) => {
         link.onFailed();
-        throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`);
+        const message = error instanceof Error ? error.message : String(error);
+        if (message.startsWith("NOSCRIPT")) this.loadScripts(link);
+        // A reply from Redis (an error) means the script did not store it; a dropped connection means the
+        // command may have run or may still run (a hung Redis executes what it had read once it wakes).
+        throw new HistoryUnavailable(`redis: ${message}`, !isServerReply(error));
       },
     );
+  }
+
+  /** Loads both scripts on `link` (once at a time): before a connection is used, and after a NOSCRIPT. */
+  private loadScripts(link: Link): Promise<unknown> {
+    return (link.scriptsLoading ??= Promise.all([
+      link.pub.send("SCRIPT", ["LOAD", APPEND_SCRIPT]),
+      link.pub.send("SCRIPT", ["LOAD", READ_SCRIPT]),
+    ]).finally(() => (link.scriptsLoading = undefined)));
   }
 
   read(topic: string, query: HistoryQuery): Promise<HistoryRead> {
@@ -192,7 +213,7 @@ export class RedisBroker implements Broker {
     return this.script(link.pub, READ_SHA, READ_SCRIPT, readArgs(topic, query, history)).then(
       (reply) => parseRead(reply, query.since),
       (error: unknown) => {
-        throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`);
+        throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`, !isServerReply(error));
       },
     );
   }
@@ -206,7 +227,10 @@ export class RedisBroker implements Broker {
     return this.options.history;
   }
 
-  /** EVALSHA, falling back to EVAL (which also caches the script) when Redis lost it (restart, SCRIPT FLUSH). */
+  /**
+   * EVALSHA, falling back to EVAL (which also caches the script) when Redis lost it: for reads, where running
+   * late changes no order.
+   */
   private script(client: RedisClient, sha: string, script: string, args: string[]): Promise<unknown> {
     return client.send("EVALSHA", [sha, ...args]).catch((error: unknown) => {
       if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
@@ -306,7 +330,18 @@ export class RedisBroker implements Broker {
         const failure = await Promise.race([connected, ended, deadline]);
         if (failure !== undefined) throw new Error(failure);
         if (this.closed) break;
-        this.link = new Link(pub, sub, this.countFailure);
+        const link = new Link(pub, sub, this.countFailure);
+        if (this.options.history !== undefined) {
+          // Before any publish: a history publish is an EVALSHA, which a Redis without the script refuses.
+          const loaded = this.loadScripts(link).then(
+            () => undefined,
+            (error: Error) => `SCRIPT LOAD failed: ${error.message}`,
+          );
+          const scriptFailure = await Promise.race([loaded, ended, Bun.sleep(timeoutMs).then(() => `SCRIPT LOAD unanswered within ${timeoutMs} ms`)]);
+          if (scriptFailure !== undefined) throw new Error(scriptFailure);
+          if (this.closed) break;
+        }
+        this.link = link;
         this.channels.use({
           subscribe: (channel) => sub.subscribe(channel, this.onPayload),
           unsubscribe: (channel) => sub.unsubscribe(channel),

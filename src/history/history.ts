@@ -60,7 +60,18 @@ export function isComplete(since: Position | undefined, epoch: string, offset: n
   return missed === 0 || (messages.length === missed && messages[0]!.offset === since.offset + 1);
 }
 
-/** The store could not take or read a message (Redis down or too slow): the caller answers `unavailable`. */
+/**
+ * The store could not take or read a message. `unconfirmed` false: it certainly did not (Redis down, refused,
+ * or over the pending bound): the caller answers `unavailable`, and a retry is safe. `unconfirmed` true: the
+ * command was sent and no answer came (the connection dropped or Redis hung): it may have been stored and
+ * delivered; the caller answers `unconfirmed`.
+ */
 export class HistoryUnavailable extends Error {
   override name = "HistoryUnavailable";
+  constructor(
+    message: string,
+    readonly unconfirmed = false,
+  ) {
+    super(message);
+  }
 }

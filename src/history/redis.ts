@@ -25,13 +25,18 @@ end`;
 
 /**
  * KEYS: offset, epoch, stream. ARGV: fresh epoch, meta TTL ms, message head, size, TTL ms, channel.
- * Returns the new offset; publishes `#<offset>#<epoch>|<frame>` on the topic's channel.
+ * Returns the new offset; publishes `#<offset>#<epoch>|<frame>` on the topic's channel. A failed XADD (a stream
+ * someone else wrote to) undoes the INCR and returns the error: nothing stored, no offset skipped.
  */
 export const APPEND_SCRIPT = `${ENSURE}
 local n = redis.call('INCR', KEYS[1])
 local id = string.format('%d', n)
 local frame = ARGV[3] .. ',"offset":' .. id .. '}'
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], id .. '-0', 'f', frame)
+local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[4], id .. '-0', 'f', frame)
+if type(added) == 'table' and added.err then
+  redis.call('DECR', KEYS[1]) -- scripts are not rolled back: undo the INCR, or the offset would skip one
+  return added
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
