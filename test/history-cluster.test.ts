@@ -250,6 +250,16 @@ describe("one offset sequence per topic across nodes", () => {
 });
 
 describe("one publisher's order", () => {
+  test("an append Redis refuses half-way (a stream someone else wrote to) stores nothing and skips no offset", async () => {
+    const a = await node();
+    const topic = "foreign-write";
+    const pub = await connect(a);
+    expect(await pub.request({ type: "publish", topic, data: 1, id: 1 })).toEqual({ type: "ack", id: 1, offset: 1 });
+    await redis.command("XADD", [`sb:{${topic}}:s`, "100-0", "f", "not ours"]); // XADD of offset 2 must now fail
+    expect(await pub.request({ type: "publish", topic, data: 2, id: 2 })).toEqual(refused(2));
+    expect(await redis.command("GET", [`sb:{${topic}}:o`])).toBe("1"); // the INCR was undone
+  });
+
   test("Redis lost its scripts (SCRIPT FLUSH): the publish is refused as not stored, the node reloads them, the next is stored", async () => {
     const a = await node();
     const topic = "script-flushed";
