@@ -16,6 +16,7 @@
 // With 2+ cores this process runs on the last CPU and single servers (1, 2) on CPU 0; the Redis scenarios
 // (two nodes + redis-server) float over all CPUs, so read their figures as relative.
 import { clientFrame, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
+import { ENTRY_OVERHEAD_BYTES, TOPIC_OVERHEAD_BYTES } from "../src/history/memory.ts";
 
 const argv = process.argv.slice(2);
 const smoke = argv.includes("--smoke");
@@ -74,6 +75,15 @@ async function startNode(env: Record<string, string>, cpu: number | "float"): Pr
   const cmd = ["bun", "bench/servers/switchboard.ts"];
   const server = cpu === "float" ? await spawnServer(floating(cmd), { ...BASE_ENV, ...env }, null) : await spawnServer(cmd, { ...BASE_ENV, ...env }, cpu);
   live.add(server.pid);
+  // With Redis, wait for the broker (and its scripts): before that, publishes are refused and subscribes get
+  // no position. /readyz is 200 once the Redis connection is up.
+  if (env.REDIS_URL !== undefined) {
+    const deadline = Date.now() + 10_000;
+    while ((await fetch(`http://127.0.0.1:${server.port}/readyz`).then((r) => r.status, () => 0)) !== 200) {
+      if (Date.now() > deadline) throw new Error("node not ready within 10 s (Redis)");
+      await Bun.sleep(20);
+    }
+  }
   return Object.assign(server, { stop: async () => (await server.kill(), void live.delete(server.pid)) });
 }
 
@@ -639,11 +649,11 @@ try {
     const total = MEM_TOPICS * MEM_PER_TOPIC;
     const topicName = `m${MEM_TOPICS - 1}`;
     const frame = `{"type":"message","topic":"${topicName}","data":${DATA_JSON},"offset":${MEM_PER_TOPIC}}`.length;
-    const estimate = (frame + 96) * total + (200 + topicName.length) * MEM_TOPICS;
+    const estimate = (frame + ENTRY_OVERHEAD_BYTES) * total + (TOPIC_OVERHEAD_BYTES + topicName.length) * MEM_TOPICS;
     out();
     out(`## 2. Memory broker: bytes per stored message`);
     out(`${fmt(MEM_TOPICS)} topics x ${MEM_PER_TOPIC} messages = ${fmt(total)} publishes (no subscribers, ${MEM_WINDOW} in flight), HISTORY_MAX_BYTES=${fmt(MEM_MAX_BYTES)}; before and after: full GC (SIGUSR2), ${smoke ? "0.1" : "1"} s, full GC, then VmRSS and JS heap; per message = delta / ${fmt(total)}`);
-    out(`The store's estimate: frame (~${frame} B here) + 96 B per message, + 200 B + name per topic = ${fmt(estimate / total, 1)} B per message`);
+    out(`The store's estimate: frame (~${frame} B here) + ${ENTRY_OVERHEAD_BYTES} B per message, + ${TOPIC_OVERHEAD_BYTES} B + name per topic = ${fmt(estimate / total, 1)} B per message`);
     out();
     out(`| HISTORY_SIZE | RSS delta per message | JS heap delta per message | switchboard_history_bytes delta per message | stored (gauge) | evicted | publishes/s |`);
     out(`| --- | --- | --- | --- | --- | --- | --- |`);

@@ -61,8 +61,9 @@ export const ConfigSchema = z.object({
   /** A topic's messages are kept this long after its last publish: 5 minutes outlasts a phone's network switch. */
   HISTORY_TTL_MS: integer(300_000, 1000, 30 * 86_400_000),
   /**
-   * Memory broker: all topics' stored messages together (frames plus ~100 bytes of bookkeeping each, and ~200
-   * per topic); past it the oldest go first. 64 MiB holds ~10,000 topics x 100 messages of ~100 bytes.
+   * Memory broker: all topics' stored messages together (frames plus 120 bytes of bookkeeping each, and ~200
+   * per topic); past it the oldest go first. 64 MiB holds ~240,000 messages of ~150-byte frames (2,400 busy
+   * topics' full history at the default HISTORY_SIZE), ~90 MiB of RSS: a default that fits a small container.
    */
   HISTORY_MAX_BYTES: integer(64 * MiB, MiB, 64 * 1024 * MiB),
   /**

@@ -16,7 +16,7 @@ import type { Clock } from "../clock.ts";
 import { withOffset, type Position } from "../protocol.ts";
 import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
 
-export const ENTRY_OVERHEAD_BYTES = 96;
+export const ENTRY_OVERHEAD_BYTES = 120;
 export const TOPIC_OVERHEAD_BYTES = 200;
 
 interface Entry extends StoredMessage {
