@@ -581,6 +581,38 @@ describe("Redis frozen (SIGSTOP)", () => {
   );
 });
 
+describe("Redis frozen longer than a burst (SIGSTOP)", () => {
+  test.skipIf(!owned)("a flood of publishes at a frozen Redis is bounded by REDIS_MAX_PENDING_BYTES; the rest are refused at once", async () => {
+    // A long health deadline keeps the connection up, so the appends pile up in front of the frozen Redis.
+    const bound = 1024 * 1024;
+    const a = await node({ REDIS_TIMEOUT_MS: 30_000, REDIS_MAX_PENDING_BYTES: bound, MAX_PAYLOAD_BYTES: 64 * 1024 });
+    const topic = "frozen-flood";
+    const pub = await connect(a);
+    const data = "p".repeat(10_000);
+    const count = 300; // ~3 MB of appends: three times the bound
+    redis.signal("SIGSTOP");
+    const replies: ServerFrame[] = [];
+    try {
+      for (const i of range(1, count)) pub.send({ type: "publish", topic, data, id: i });
+      // Everything past the bound is refused at once, while Redis is still frozen.
+      while (replies.length < count - Math.floor(bound / data.length)) replies.push(await pub.json(5000));
+      expect(replies.every((r) => r.type === "error" && r.code === "unavailable")).toBe(true);
+      expect(brokerOf(a).gauges().pending_bytes).toBeLessThanOrEqual(bound);
+    } finally {
+      redis.signal("SIGCONT");
+    }
+    // After the thaw, the ones that were queued are stored and acked in order: offsets 1, 2, ...
+    const acked: number[] = [];
+    while (replies.length + acked.length < count) {
+      const reply = await pub.json(5000);
+      if (reply.type === "ack") acked.push(reply.offset!);
+      else replies.push(reply);
+    }
+    expect(acked.length).toBeGreaterThan(0);
+    expect(acked).toEqual(range(1, acked.length));
+  });
+});
+
 describe("Redis flushed", () => {
   test("a since-subscribe gets recovered:false in a new epoch; a subscriber that stayed is sent to recover", async () => {
     const [a, b] = [await node(), await node()];
