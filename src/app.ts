@@ -98,8 +98,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     // The history request of the socket protocol, for backends: same key, same refusals as POST /publish.
     .get(
       Route.history,
-      async ({ query, request }) => {
-        checkPublishKey(request.headers.get("authorization") ?? undefined);
+      async ({ query }) => {
         const since = query.since === undefined ? undefined : { epoch: query.epoch!, offset: query.since };
         const read = await gateway.topics.readHistory(query.topic, since, query.limit);
         if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
@@ -112,6 +111,9 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
       },
       {
         query: HttpHistoryQuery,
+        // The key first, as for POST /publish: a caller without it learns nothing about the query's rules.
+        // (`transform` runs before the query is validated; `beforeHandle` would run after.)
+        transform: ({ request }) => checkPublishKey(request.headers.get("authorization") ?? undefined),
         error: ({ code, error }) => {
           if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
         },

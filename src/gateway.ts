@@ -331,8 +331,14 @@ export class Gateway {
         const read = this.topics.readHistory(topic, since, limit, conn.identity);
         const answer = (result: Refusal | HistoryRead) => {
           if (conn.closed) return;
-          if ("code" in result) this.reject(ws, result.code, result.message, id);
-          else this.send(ws, encode.history(topic, result, result.messages, id));
+          if ("code" in result) return this.reject(ws, result.code, result.message, id);
+          const reply = encode.history(topic, result, result.messages, id);
+          // Each reply fits half the backpressure limit, but many asked at once would pass it and get the
+          // socket dropped: refuse the ones that no longer fit what the client has not read yet.
+          if (ws.getBufferedAmount() + reply.length > this.config.BACKPRESSURE_LIMIT_BYTES / 2) {
+            return this.reject(ws, "unavailable", "earlier replies on this connection are still unread: ask again once they are", id);
+          }
+          this.send(ws, reply);
         };
         if (read instanceof Promise) void read.then(answer);
         else answer(read);

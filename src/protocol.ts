@@ -155,6 +155,7 @@ export const ErrorText = {
   notJson: "frame is not valid JSON",
   unavailable: "history store unavailable: nothing was published; retry later",
   unconfirmed: "the history store did not confirm in time: the message may or may not have been published",
+  unreadable: "history store unavailable: retry later",
 } as const;
 
 // Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the

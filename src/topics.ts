@@ -61,6 +61,7 @@ export interface PipelineOptions {
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
+const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
 const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
 /** Longest a recovery waits for this node's stream to reach the client's `since` (normally a few ms). */
 const STREAM_WAIT_MS = 2000;
@@ -75,6 +76,8 @@ export class TopicPipeline {
    * this node already delivered and is not delivered again.
    */
   private readonly cursors = new Map<string, Position>();
+  /** Topics with subscribers here that were activated without a position (their read failed: Redis down). */
+  private readonly unpositioned = new Set<string>();
   /** Recoveries waiting for this node's stream to reach their `since` (they resume from another node's). */
   private readonly behind = new Map<string, Map<PendingSubscription, Conn>>();
 
@@ -131,6 +134,12 @@ export class TopicPipeline {
     this.metrics.publishes++;
     this.metrics.historyAppends++;
     return offset;
+  };
+
+  private readonly unreadable = (error: unknown): Refusal => {
+    if (!(error instanceof HistoryUnavailable)) throw error;
+    this.metrics.historyRefused.inc("unavailable");
+    return UNREADABLE;
   };
 
   private readonly notStored = (error: unknown): Refusal => {
@@ -206,12 +215,12 @@ export class TopicPipeline {
     if (!this.history) return HISTORY_OFF;
     let read: HistoryRead | Promise<HistoryRead>;
     try {
-      read = this.broker.read(topic, { since, limit, create: false });
+      read = this.broker.read(topic, { since, limit, create: false, maxBytes: this.options.recoveryBudgetBytes });
     } catch (error) {
-      return this.notStored(error);
+      return this.unreadable(error);
     }
     this.metrics.historyReads++;
-    return read instanceof Promise ? read.catch(this.notStored) : read;
+    return read instanceof Promise ? read.catch(this.unreadable) : read;
   }
 
   /** Local subscriptions of `topic`, pending ones included. */
@@ -225,7 +234,11 @@ export class TopicPipeline {
     if (this.stale(conn, topic, pending)) return;
     let read: HistoryRead | Promise<HistoryRead>;
     try {
-      read = this.broker.read(topic, { since: pending.since, limit: this.options.historySize, create: true });
+      // A plain subscribe needs the position only; a resume, the missed messages, within what the socket can
+      // take at once (the budget is per socket: other recoveries of this connection may be waiting in its buffer).
+      const since = pending.since;
+      const limit = since === undefined ? 0 : this.options.historySize;
+      read = this.broker.read(topic, { since, limit, create: true, maxBytes: this.budgetOf(conn) });
     } catch (error) {
       return this.readFailed(conn, topic, pending, error);
     }
@@ -238,19 +251,27 @@ export class TopicPipeline {
     );
   }
 
-  /** The read came back: answer, replay, flush what arrived meanwhile, and go live, in one step. */
-  private recover(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead): void {
+  /**
+   * The read came back: answer, replay, flush what arrived meanwhile, and go live, in one step. `waited`: a
+   * read kept while the recovery waited for this node's stream, so older than the stream.
+   */
+  private recover(conn: Conn, topic: string, pending: PendingSubscription, read: HistoryRead, waited = false): void {
     if (this.stale(conn, topic, pending)) return this.forget(topic, pending);
     const live = pending.recovery;
     let stream = live === undefined ? undefined : this.cursors.get(topic);
-    if (stream !== undefined && stream.epoch !== read.epoch) {
+    if (live !== undefined && stream === undefined && this.unpositioned.delete(topic)) {
+      // Subscribers here were activated without a position (Redis was down): the node does not know what they
+      // have, so it cannot take this read's position as theirs. Send them to recover; follow from the read.
+      this.breakStream(topic, read.epoch, read.offset);
+    }
+    if (stream !== undefined && stream.epoch !== read.epoch && !waited) {
       // The topic's history was reset (Redis emptied or flushed) and this node has not yet seen a message of
       // the new epoch: its subscribers' positions are gone. The read is the newer truth: send them to recover
       // now, and follow the new epoch from the read's position.
       this.breakStream(topic, read.epoch, read.offset);
       stream = this.cursors.get(topic);
     }
-    const result = plan(read, pending.since, live, this.options.recoveryBudgetBytes, stream);
+    const result = plan(read, pending.since, live, this.budgetOf(conn), stream);
     if (result === undefined) return this.waitForStream(conn, topic, pending, read);
     this.forget(topic, pending);
     const { at, recovered, frames } = result;
@@ -282,7 +303,7 @@ export class TopicPipeline {
   private catchUp(topic: string): void {
     const waiting = this.behind.get(topic);
     if (waiting === undefined) return;
-    for (const [pending, conn] of [...waiting]) this.recover(conn, topic, pending, pending.read!);
+    for (const [pending, conn] of [...waiting]) this.recover(conn, topic, pending, pending.read!, true);
   }
 
   /** A pending subscription is answered or gone: its live buffer and any wait for the stream go with it. */
@@ -298,13 +319,20 @@ export class TopicPipeline {
     if (!(error instanceof HistoryUnavailable)) throw error;
     if (this.stale(conn, topic, pending)) return;
     if (pending.since === undefined) {
-      // A plain subscribe goes on as without history: live messages from now on, no position to offer.
+      // A plain subscribe goes on as without history: live messages from now on, no position to offer. The
+      // topic is marked, so the first position this node takes for it later sends these subscribers to recover.
+      if (live !== undefined && !this.cursors.has(topic)) this.unpositioned.add(topic);
       return this.activate(conn, topic, pending, undefined, undefined, live?.frames.map((m) => m.frame));
     }
     this.metrics.recoveries.inc("unavailable");
     conn.topics!.delete(topic);
     this.release(topic);
-    for (const id of pending.replies) this.replies.reject(conn, "unavailable", `cannot recover ${topic}: ${ErrorText.unavailable}`, id);
+    for (const id of pending.replies) this.replies.reject(conn, "unavailable", `cannot recover ${topic}: ${ErrorText.unreadable}`, id);
+  }
+
+  /** What a recovery may still send `conn` at once: half the backpressure limit, less what it has not taken yet. */
+  private budgetOf(conn: Conn): number {
+    return Math.max(0, this.options.recoveryBudgetBytes - conn.ws.getBufferedAmount());
   }
 
   private stale(conn: Conn, topic: string, pending: PendingSubscription): boolean {
@@ -372,6 +400,7 @@ export class TopicPipeline {
   private release(topic: string): void {
     if (this.hub.leave(topic)) {
       this.cursors.delete(topic);
+      this.unpositioned.delete(topic);
       this.broker.unsubscribe(topic);
     }
   }

@@ -419,7 +419,7 @@ describe("Redis killed and restarted empty", () => {
       expect(await early.request({ type: "subscribe", topic, since: { epoch, offset: 5 }, id: "s" })).toEqual({
         type: "error",
         code: "unavailable",
-        message: `cannot recover ${topic}: ${ErrorText.unavailable}`,
+        message: `cannot recover ${topic}: ${ErrorText.unreadable}`,
         id: "s",
       });
       expect(c.gateway.topics.localInterest(topic)).toBe(0);
@@ -503,7 +503,7 @@ describe("Redis frozen (SIGSTOP)", () => {
         expect(await early.request({ type: "subscribe", topic, since: { epoch, offset: 10 }, id: "s" })).toEqual({
           type: "error",
           code: "unavailable",
-          message: `cannot recover ${topic}: ${ErrorText.unavailable}`,
+          message: `cannot recover ${topic}: ${ErrorText.unreadable}`,
           id: "s",
         });
         expect(sub.pending).toBe(0);
@@ -610,6 +610,88 @@ describe("Redis frozen longer than a burst (SIGSTOP)", () => {
     }
     expect(acked.length).toBeGreaterThan(0);
     expect(acked).toEqual(range(1, acked.length));
+  });
+});
+
+describe("Redis restarted from an older snapshot", () => {
+  test.skipIf(!owned)("offsets that went back are never reused under the old epoch: new epoch, recovered:false, stayers sent to recover", async () => {
+    const a = await node();
+    const topic = "rolled-back";
+    const stay = await connect(a);
+    const epoch = (await subscribe(stay, topic)).epoch!;
+    const pub = await connect(a);
+    for (const i of range(1, 5)) expect(await pub.request({ type: "publish", topic, data: i, id: i })).toEqual({ type: "ack", id: i, offset: i });
+    expect(await redis.command("SAVE", [])).toBe("OK"); // the snapshot holds offsets 1..5
+    for (const i of range(6, 10)) expect(await pub.request({ type: "publish", topic, data: i, id: i })).toEqual({ type: "ack", id: i, offset: i });
+    expect(await readThrough(stay, topic, 0, 10)).toHaveLength(10);
+    await redis.stop();
+    await redis.start(); // loads the snapshot: the topic's offset is 5 again, under the same stored epoch
+    expect(await redis.command("GET", [`sb:{${topic}}:o`])).toBe("5");
+    await until(() => a.gateway.readiness().ready && brokerOf(a).converged(), 10_000, "the node back on Redis");
+    // Offsets 6..10 would now name other messages: the topic must start a new epoch instead.
+    const ack = await pub.request({ type: "publish", topic, data: "after", id: "after" });
+    expect(ack).toEqual({ type: "ack", id: "after", offset: 1 });
+    expect(await stay.json(5000)).toEqual({ type: "unsubscribed", topic, reason: "recover" });
+    const back = await subscribe(stay, topic, { epoch, offset: 10 }, "back");
+    expect(back).toMatchObject({ type: "subscribed", topic, offset: 1, recovered: false, id: "back" });
+    expect(back.epoch).not.toBe(epoch);
+  });
+});
+
+describe("a burst of history reads", () => {
+  test("600 history requests for a big topic neither stall the node's Redis link nor hold up others", async () => {
+    const a = await node({ REDIS_TIMEOUT_MS: 1000 });
+    const topic = "big";
+    const pub = await connect(a);
+    const data = "z".repeat(20_000);
+    for (const i of range(1, 100)) pub.send({ type: "publish", topic, data, id: i });
+    for (const _ of range(1, 100)) expect((await pub.json(5000)).type).toBe("ack");
+    const other = await connect(a);
+    expect((await subscribe(other, "other")).type).toBe("subscribed");
+    const greedy = await connect(a);
+    for (const i of range(1, 600)) greedy.send({ type: "history", topic, id: i });
+    // Meanwhile the node keeps publishing and delivering an unrelated topic.
+    for (const i of range(1, 50)) pub.send({ type: "publish", topic: "other", data: i, id: `o${i}` });
+    const seen = await readThrough(other, "other", 0, 50);
+    expect(seen.map((m) => m.data)).toEqual(range(1, 50));
+    let answered = 0;
+    let refused = 0;
+    for (const _ of range(1, 600)) {
+      // Every request is answered: a history, or `unavailable` (too many reads in flight on the node, or the
+      // connection's earlier replies still unread), never a dropped socket or a stalled node.
+      const reply = await greedy.json(10_000);
+      if (reply.type === "history") {
+        answered++;
+        // Each answer fits half the backpressure limit (512 KiB): ~25 of the 100 messages of 20 KB.
+        expect(reply.messages.length).toBeLessThanOrEqual(26);
+        expect(reply.messages.at(-1)?.offset).toBe(100);
+      } else {
+        expect(reply).toMatchObject({ type: "error", code: "unavailable" });
+        refused++;
+      }
+    }
+    expect(answered + refused).toBe(600);
+    expect(answered).toBeGreaterThan(0);
+    expect(brokerOf(a).counters.stalls).toBe(0);
+    expect(a.gateway.readiness().ready).toBe(true);
+  });
+});
+
+describe("subscribers activated without a position", () => {
+  test.skipIf(!owned)("while Redis was down: the node's first position for the topic sends them to recover", async () => {
+    const a = await node();
+    const topic = "unpositioned";
+    await redis.stop();
+    await until(() => !a.gateway.readiness().ready, 5000, "the node to see Redis down");
+    const early = await connect(a);
+    expect(await subscribe(early, topic)).toEqual({ type: "subscribed", topic }); // no position to give
+    await redis.start();
+    await until(() => a.gateway.readiness().ready && brokerOf(a).converged(), 10_000, "the node back on Redis");
+    const late = await connect(a);
+    expect(await subscribe(late, topic)).toMatchObject({ type: "subscribed", topic, offset: 0 });
+    // The node now follows the topic from a position `early` never had: `early` must resubscribe to get one.
+    expect(await early.json(5000)).toEqual({ type: "unsubscribed", topic, reason: "recover" });
+    expect(await subscribe(early, topic)).toMatchObject({ type: "subscribed", topic, offset: 0 });
   });
 });
 

@@ -90,6 +90,39 @@ describe("HISTORY_MAX_BYTES", () => {
     expect(history.read("a", { since: { epoch: a.epoch, offset: 1 }, limit: 100, create: false }).complete).toBe(false);
   });
 
+  test("positions of idle topics (subscribe/unsubscribe churn) never push stored messages out", () => {
+    const held = new Set<string>();
+    const maxBytes = 1 << 20;
+    const { history } = store({ size: 100, maxBytes }, held);
+    for (let i = 0; i < 3000; i++) {
+      const topic = `churn.${"x".repeat(190)}.${i}`;
+      held.add(topic);
+      history.read(topic, { limit: 0, create: true }); // a subscribe takes a position
+      held.delete(topic);
+      history.touch(topic); // its last subscriber left
+    }
+    // Idle positions stay within an eighth of the bound, the oldest forgotten first.
+    expect(history.gauges().bytes).toBeLessThanOrEqual(maxBytes / 8 + 1);
+    expect(history.gauges().topics).toBeLessThan(3000);
+    expect(history.position(`churn.${"x".repeat(190)}.2999`)).toBeDefined();
+    expect(history.position(`churn.${"x".repeat(190)}.0`)).toBeUndefined();
+    for (let i = 1; i <= 5; i++) history.append("real", head("real", String(i)));
+    const read = history.read("real", { since: { epoch: history.position("real")!.epoch, offset: 0 }, limit: 100, create: false });
+    expect([read.messages.map((m) => m.offset), read.complete, history.counters.evicted]).toEqual([[1, 2, 3, 4, 5], true, 0]);
+  });
+
+  test("a read stops before its messages pass maxBytes (what the caller can send at once)", () => {
+    const { history } = store({ size: 100 });
+    for (let i = 1; i <= 10; i++) history.append("b", head("b", "y".repeat(100)));
+    const epoch = history.position("b")!.epoch;
+    const frame = history.read("b", { limit: 1, create: false }).messages[0]!.frame.length;
+    const cut = history.read("b", { since: { epoch, offset: 0 }, limit: 100, create: false, maxBytes: 3 * frame + 1 });
+    expect([cut.messages.map((m) => m.offset), cut.complete]).toEqual([[1, 2, 3], false]);
+    const latest = history.read("b", { limit: 100, create: false, maxBytes: 2 * frame });
+    expect(latest.messages.map((m) => m.offset)).toEqual([9, 10]);
+    expect(history.read("b", { since: { epoch, offset: 0 }, limit: 0, create: true }).messages).toEqual([]);
+  });
+
   test("randomized: publishes, reads and time against a model; bytes never exceed the bound", () => {
     let seed = 20261129;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);

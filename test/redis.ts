@@ -2,6 +2,9 @@
 // Falls back to REDIS_URL (never a mock) where redis-server is not installed; tests that must kill Redis
 // then skip, since they cannot do it to a shared server.
 import { RedisClient } from "bun";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { freePort } from "./helpers.ts";
 
 export interface TestRedis {
@@ -28,9 +31,12 @@ export async function startRedis(): Promise<TestRedis> {
   }
   const port = freePort();
   const url = `redis://127.0.0.1:${port}`;
+  // Its own directory: a SAVE (tests of restarts from a snapshot) writes dump.rdb there, never in the repo, and
+  // a restart loads it back (a restart without a SAVE starts empty: no automatic snapshots).
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-redis-"));
   let proc: ReturnType<typeof Bun.spawn> | undefined;
   const start = async () => {
-    proc = Bun.spawn([binary, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    proc = Bun.spawn([binary, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
       stdout: "ignore",
       stderr: "inherit",
     });

@@ -29,12 +29,19 @@ import {
   READ_SCRIPT,
   READ_SHA,
   readArgs,
+  runIdOf,
   type RedisHistoryOptions,
 } from "../history/redis.ts";
 import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broker.ts";
 import { RedisChannels } from "./redis-channels.ts";
 
 const CHANNEL_PREFIX = "sb:";
+/**
+ * History reads of messages in flight per node. Each is bounded to half the backpressure limit (512 KiB by
+ * default), so this bounds replies in flight to ~32 MiB; a read past it is refused as unavailable (the typed
+ * client retries a refused subscribe after about a second).
+ */
+const MAX_READS_IN_FLIGHT = 64;
 
 /** An error Redis itself replied with (the command ran, or was refused), as opposed to a connection failure. */
 const isServerReply = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === "ERR_REDIS_SERVER_ERROR";
@@ -63,6 +70,8 @@ class Link {
   private readonly sizes: number[] = [];
   private head = 0;
   pendingBytes = 0;
+  /** The connected Redis's run_id (history epochs are bound to it); set before the link is used. */
+  runId = "";
   /** The history scripts being (re)loaded on this connection. */
   scriptsLoading: Promise<unknown> | undefined;
   /** When the health PINGs in flight were sent (-1: none), and how many of the two are still unanswered. */
@@ -106,7 +115,9 @@ export class RedisBroker implements Broker {
    * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
    * stalls: health probes that did not come back in time.
    */
-  readonly counters = { sent: 0, received: 0, dropped: 0, failed: 0, reconnects: 0, stalls: 0, subscribe_timeouts: 0, subscribe_failures: 0 };
+  readonly counters = { sent: 0, received: 0, dropped: 0, failed: 0, reconnects: 0, stalls: 0, subscribe_timeouts: 0, subscribe_failures: 0, reads_refused: 0 };
+  /** History reads of messages awaiting their reply (bounded by MAX_READS_IN_FLIGHT). */
+  private readsInFlight = 0;
   private deliver: Deliver | undefined;
   private link: Link | undefined;
   private lastError = "connecting";
@@ -182,7 +193,7 @@ export class RedisBroker implements Broker {
     // the same connection, which may already have succeeded (another node reloaded the script): one
     // publisher's order would break. The scripts are loaded before a connection is used; a NOSCRIPT (SCRIPT
     // FLUSH, a failover) refuses this publish as unavailable (it was not run) and reloads them.
-    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history)]).then(
+    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history, link.runId)]).then(
       (offset) => {
         link.onSent();
         return offset as number;
@@ -210,9 +221,22 @@ export class RedisBroker implements Broker {
     const history = this.requireHistory();
     const link = this.link;
     if (link === undefined) return Promise.reject(new HistoryUnavailable(`redis unreachable: ${this.lastError}`));
-    return this.script(link.pub, READ_SHA, READ_SCRIPT, readArgs(topic, query, history)).then(
-      (reply) => parseRead(reply, query.since),
+    // Reads of messages (not of a position alone) are bounded in number as well as in bytes each: their replies
+    // share the command connection with publishes and health PINGs, and a burst of them (a reconnect storm, or
+    // a client asking for history in a loop) must not hold those up past the stall deadline.
+    const heavy = query.limit > 0;
+    if (heavy && this.readsInFlight >= MAX_READS_IN_FLIGHT) {
+      this.counters.reads_refused++;
+      return Promise.reject(new HistoryUnavailable(`${MAX_READS_IN_FLIGHT} history reads in flight on this node: retry`));
+    }
+    if (heavy) this.readsInFlight++;
+    return this.script(link.pub, READ_SHA, READ_SCRIPT, readArgs(topic, query, history, link.runId)).then(
+      (reply) => {
+        if (heavy) this.readsInFlight--;
+        return parseRead(reply, query.since);
+      },
       (error: unknown) => {
+        if (heavy) this.readsInFlight--;
         throw new HistoryUnavailable(`redis: ${error instanceof Error ? error.message : String(error)}`, !isServerReply(error));
       },
     );
@@ -332,12 +356,13 @@ export class RedisBroker implements Broker {
         if (this.closed) break;
         const link = new Link(pub, sub, this.countFailure);
         if (this.options.history !== undefined) {
-          // Before any publish: a history publish is an EVALSHA, which a Redis without the script refuses.
-          const loaded = this.loadScripts(link).then(
-            () => undefined,
-            (error: Error) => `SCRIPT LOAD failed: ${error.message}`,
+          // Before any publish: a history publish is an EVALSHA, which a Redis without the script refuses; and
+          // epochs are bound to this Redis incarnation (src/history/redis.ts), so learn its run_id first.
+          const loaded = Promise.all([this.loadScripts(link), pub.send("INFO", ["server"])]).then(
+            ([, info]) => void (link.runId = runIdOf(String(info))),
+            (error: Error) => `SCRIPT LOAD / INFO failed: ${error.message}`,
           );
-          const scriptFailure = await Promise.race([loaded, ended, Bun.sleep(timeoutMs).then(() => `SCRIPT LOAD unanswered within ${timeoutMs} ms`)]);
+          const scriptFailure = await Promise.race([loaded, ended, Bun.sleep(timeoutMs).then(() => `SCRIPT LOAD / INFO unanswered within ${timeoutMs} ms`)]);
           if (scriptFailure !== undefined) throw new Error(scriptFailure);
           if (this.closed) break;
         }

@@ -31,7 +31,10 @@ export interface HistoryRead extends Position {
 
 export interface HistoryQuery {
   since?: Position;
+  /** At most this many messages; 0 reads the position only. */
   limit: number;
+  /** Messages stop before their frames pass this many characters (what the caller can send at once). */
+  maxBytes?: number;
   /**
    * Give the topic a position (an epoch) if it has none yet: subscribes do, so that a later `since` from the
    * reply names the epoch the first publish will use. History requests do not (they must not create state).

@@ -12,6 +12,8 @@
 // its last publish or its last subscriber leaving, whichever is later: a subscriber that drops and comes back
 // a few seconds later still finds the position it left, even on a topic nobody published to. A topic
 // forgotten after that starts a new epoch at its next publish (so a `since` from before cannot match).
+// Positions of idle topics (no entries, no local subscriber) are kept apart, within an eighth of maxBytes,
+// oldest dropped first: subscribe/unsubscribe churn over many topics must not push stored messages out.
 import type { Clock } from "../clock.ts";
 import { withOffset, type Position } from "../protocol.ts";
 import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
@@ -50,8 +52,11 @@ export class MemoryHistory {
   private queue: Entry[] = [];
   private queueHead = 0;
   private liveEntries = 0;
-  /** Everything counted against maxBytes. */
+  /** Entries and the topics that have entries or subscribers: what maxBytes bounds. */
   bytes = 0;
+  /** Idle topics (no entries, no local subscriber), least recently touched first; their bytes apart. */
+  private readonly idle = new Map<string, TopicLog>();
+  private idleBytes = 0;
   /** Messages dropped by the byte bound (evicted) and by the TTL (expired). */
   readonly counters = { evicted: 0, expired: 0 };
   private readonly stopSweep: () => void;
@@ -68,6 +73,7 @@ export class MemoryHistory {
     if (log !== undefined) this.expireIfDue(log, now);
     // Expired and forgotten just now (no local subscriber): the topic starts a new epoch.
     if (log === undefined || this.logs.get(topic) !== log) log = this.create(topic, now);
+    else if (this.idle.size !== 0) this.wake(log);
     const offset = ++log.offset;
     const frame = withOffset(head, offset);
     const entry: Entry = { offset, frame, log, bytes: frame.length + ENTRY_OVERHEAD_BYTES, live: true };
@@ -90,24 +96,39 @@ export class MemoryHistory {
     if (log === undefined || this.logs.get(topic) !== log) {
       if (!query.create) return { epoch: newEpoch(), offset: 0, messages: [], complete: false };
       log = this.create(topic, now);
+    } else if (query.create && this.idle.size !== 0) {
+      this.wake(log); // subscribed again
     }
     const { since, limit } = query;
-    const held = log.entries.length - log.head;
-    let from: number; // index into entries
-    if (since !== undefined && since.epoch === log.epoch && held > 0) {
-      const first = log.entries[log.head]!.offset;
-      from = log.head + Math.max(0, since.offset + 1 - first);
+    const maxBytes = query.maxBytes ?? Infinity; // the caller could not send more at once
+    const messages: StoredMessage[] = [];
+    let bytes = 0;
+    if (since !== undefined && since.epoch === log.epoch) {
+      // The oldest missed ones first, up to the limit or the bytes.
+      const first = log.head < log.entries.length ? log.entries[log.head]!.offset : log.offset + 1;
+      for (let i = log.head + Math.max(0, since.offset + 1 - first); i < log.entries.length && messages.length < limit; i++) {
+        const entry = log.entries[i]!;
+        if ((bytes += entry.frame.length) > maxBytes) break;
+        messages.push(entry);
+      }
     } else {
-      from = Math.max(log.head, log.entries.length - limit);
+      // The latest ones: walk back from the newest, then return them oldest first.
+      for (let i = log.entries.length - 1; i >= log.head && messages.length < limit; i--) {
+        const entry = log.entries[i]!;
+        if ((bytes += entry.frame.length) > maxBytes) break;
+        messages.push(entry);
+      }
+      messages.reverse();
     }
-    const messages: StoredMessage[] = log.entries.slice(from, Math.min(log.entries.length, from + limit));
     return { epoch: log.epoch, offset: log.offset, messages, complete: isComplete(since, log.epoch, log.offset, messages) };
   }
 
   /** The last local subscriber of `topic` left: its position lives another ttlMs from now. */
   touch(topic: string): void {
     const log = this.logs.get(topic);
-    if (log !== undefined) log.lastTouchedAt = this.options.clock.now();
+    if (log === undefined) return;
+    log.lastTouchedAt = this.options.clock.now();
+    if (log.head === log.entries.length) this.rest(log);
   }
 
   /** The topic's position now, if it has one. */
@@ -117,7 +138,7 @@ export class MemoryHistory {
   }
 
   gauges(): Record<string, number> {
-    return { bytes: this.bytes, topics: this.logs.size, messages: this.liveEntries };
+    return { bytes: this.bytes + this.idleBytes, topics: this.logs.size, messages: this.liveEntries };
   }
 
   close(): void {
@@ -127,6 +148,8 @@ export class MemoryHistory {
     this.queueHead = 0;
     this.bytes = 0;
     this.liveEntries = 0;
+    this.idle.clear();
+    this.idleBytes = 0;
   }
 
   /** Drops expired entries, and forgets idle topics with no entries and no local subscriber. */
@@ -145,10 +168,37 @@ export class MemoryHistory {
 
   private forget(log: TopicLog): void {
     while (log.head < log.entries.length) this.dropOldest(log);
-    if (this.logs.get(log.topic) === log) {
-      this.logs.delete(log.topic);
+    if (this.logs.get(log.topic) !== log) return;
+    this.logs.delete(log.topic);
+    if (this.idle.get(log.topic) === log) {
+      this.idle.delete(log.topic);
+      this.idleBytes -= TOPIC_OVERHEAD_BYTES + log.topic.length;
+    } else {
       this.bytes -= TOPIC_OVERHEAD_BYTES + log.topic.length;
     }
+  }
+
+  /** An idle topic (no entries, no local subscriber) moves to the idle positions; the oldest past the cap go. */
+  private rest(log: TopicLog): void {
+    const size = TOPIC_OVERHEAD_BYTES + log.topic.length;
+    if (this.idle.delete(log.topic)) this.idleBytes -= size;
+    else this.bytes -= size;
+    this.idle.set(log.topic, log);
+    this.idleBytes += size;
+    const cap = this.options.maxBytes / 8;
+    for (const oldest of this.idle.values()) {
+      if (this.idleBytes <= cap) break;
+      this.forget(oldest);
+    }
+  }
+
+  /** A topic in use again (a publish, a subscriber) leaves the idle positions. */
+  private wake(log: TopicLog): void {
+    if (this.idle.get(log.topic) !== log) return;
+    const size = TOPIC_OVERHEAD_BYTES + log.topic.length;
+    this.idle.delete(log.topic);
+    this.idleBytes -= size;
+    this.bytes += size;
   }
 
   /**
@@ -161,7 +211,9 @@ export class MemoryHistory {
       this.counters.expired += log.entries.length - log.head;
       while (log.head < log.entries.length) this.dropOldest(log);
     }
-    if (now - log.lastTouchedAt >= this.options.ttlMs && !this.options.held(log.topic)) this.forget(log);
+    if (this.options.held(log.topic)) return;
+    if (now - log.lastTouchedAt >= this.options.ttlMs) this.forget(log);
+    else if (this.idle.get(log.topic) !== log) this.rest(log);
   }
 
   private dropOldest(log: TopicLog): void {

@@ -5,63 +5,84 @@
 // Keys carry the topic in a hash tag (`sb:{T}:o`, `:e`, `:s`) so a topic's keys share a Redis Cluster slot.
 // The stream and the counter expire on their own clocks: messages HISTORY_TTL_MS after the last publish,
 // the offset and epoch HISTORY_META_TTL_MS after it. A topic whose offset or epoch is gone (expired, Redis
-// restarted without persistence, flushed) gets a fresh epoch and starts again at 1.
+// restarted, with or without persistence, or flushed) gets a fresh epoch and starts again at 1.
 import type { Position } from "../protocol.ts";
 import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
 
-/** Resets a topic whose epoch or offset is missing: a new epoch, offset 0, no stream. */
-const ENSURE = `
-local epoch = redis.call('GET', KEYS[2])
+/**
+ * The topic's epoch, valid only when it was created by this Redis incarnation (its `run_id`, which the node
+ * reads when it connects and passes as ARGV[1]): a Redis restarted from an older snapshot (RDB, or a replica
+ * promoted behind its master) has rolled offsets back, and the same offsets would name other messages. So a
+ * restart, with or without persistence, starts every topic on a new epoch at its next use.
+ */
+const CURRENT_EPOCH = `
+local stored = redis.call('GET', KEYS[2])
 local offset = redis.call('GET', KEYS[1])
-local fresh = false
-if not epoch or not offset then
-  fresh = true
-  epoch = ARGV[1]
-  offset = '0'
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('SET', KEYS[1], '0')
-  redis.call('DEL', KEYS[3])
+local epoch = false
+if stored and offset then
+  local cut = string.find(stored, ':', 1, true)
+  if cut and string.sub(stored, cut + 1) == ARGV[1] then epoch = string.sub(stored, 1, cut - 1) end
 end`;
 
+/** Starts a topic on a new epoch (ARGV[2]) at offset 0, its stream emptied; TTLs ARGV[3] ms. */
+const NEW_EPOCH = `
+  epoch = ARGV[2]
+  offset = '0'
+  redis.call('SET', KEYS[2], epoch .. ':' .. ARGV[1], 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], '0', 'PX', ARGV[3])
+  redis.call('DEL', KEYS[3])`;
+
 /**
- * KEYS: offset, epoch, stream. ARGV: fresh epoch, meta TTL ms, message head, size, TTL ms, channel.
+ * KEYS: offset, epoch, stream. ARGV: run id, fresh epoch, meta TTL ms, message head, size, TTL ms, channel.
  * Returns the new offset; publishes `#<offset>#<epoch>|<frame>` on the topic's channel. A failed XADD (a stream
  * someone else wrote to) undoes the INCR and returns the error: nothing stored, no offset skipped.
  */
-export const APPEND_SCRIPT = `${ENSURE}
+export const APPEND_SCRIPT = `${CURRENT_EPOCH}
+if not epoch then ${NEW_EPOCH}
+end
 local n = redis.call('INCR', KEYS[1])
 local id = string.format('%d', n)
-local frame = ARGV[3] .. ',"offset":' .. id .. '}'
-local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[4], id .. '-0', 'f', frame)
+local frame = ARGV[4] .. ',"offset":' .. id .. '}'
+local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[5], id .. '-0', 'f', frame)
 if type(added) == 'table' and added.err then
   redis.call('DECR', KEYS[1]) -- scripts are not rolled back: undo the INCR, or the offset would skip one
   return added
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[6], '#' .. id .. '#' .. epoch .. '|' .. frame)
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[7], '#' .. id .. '#' .. epoch .. '|' .. frame)
 return n`;
 
 /**
- * KEYS: offset, epoch, stream. ARGV: fresh epoch, meta TTL ms, create (1/0), since epoch ('' for none),
- * since offset, limit. Returns {epoch|false, offset, entries, 1 when entries follow since (else the latest,
- * newest first)}.
+ * KEYS: offset, epoch, stream. ARGV: run id, fresh epoch, meta TTL ms, create (1/0), since epoch ('' for
+ * none), since offset, limit (0: the position only), byte budget. Returns {epoch|false, offset, entries, 1 when
+ * the entries follow `since` (else the latest, newest first)}. Entries stop before the byte budget is passed,
+ * so one read never answers more than the caller can send.
  */
-export const READ_SCRIPT = `
-if ARGV[3] == '0' and (redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[1]) == 0) then
-  return {false, 0, {}, 0}
-end
-${ENSURE}
-if fresh then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+export const READ_SCRIPT = `${CURRENT_EPOCH}
+if not epoch then
+  if ARGV[4] == '0' then return {false, 0, {}, 0} end
+  ${NEW_EPOCH}
   return {epoch, 0, {}, 0}
 end
-if ARGV[4] == epoch then
-  return {epoch, tonumber(offset), redis.call('XRANGE', KEYS[3], '(' .. ARGV[5] .. '-0', '+', 'COUNT', ARGV[6]), 1}
+local limit = tonumber(ARGV[7])
+if limit == 0 then return {epoch, tonumber(offset), {}, 0} end
+local after = ARGV[5] == epoch
+local entries
+if after then
+  entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[6] .. '-0', '+', 'COUNT', limit)
+else
+  entries = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', limit)
 end
-return {epoch, tonumber(offset), redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[6]), 0}`;
+local budget = tonumber(ARGV[8])
+local kept = {}
+for i = 1, #entries do
+  budget = budget - #entries[i][2][2]
+  if budget < 0 then break end
+  kept[i] = entries[i]
+end
+return {epoch, tonumber(offset), kept, after and 1 or 0}`;
 
 export const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
 export const APPEND_SHA = sha1(APPEND_SCRIPT);
@@ -74,23 +95,32 @@ export interface RedisHistoryOptions extends HistoryOptions {
   metaTtlMs: number;
 }
 
-/** EVALSHA arguments of an append (after the SHA). */
-export function appendArgs(topic: string, channel: string, head: string, options: RedisHistoryOptions): string[] {
-  return ["3", ...historyKeys(topic), newEpoch(), String(options.metaTtlMs), head, String(options.size), String(options.ttlMs), channel];
+/** EVALSHA arguments of an append (after the SHA); `runId`: the connected Redis's. */
+export function appendArgs(topic: string, channel: string, head: string, options: RedisHistoryOptions, runId: string): string[] {
+  return ["3", ...historyKeys(topic), runId, newEpoch(), String(options.metaTtlMs), head, String(options.size), String(options.ttlMs), channel];
 }
 
-export function readArgs(topic: string, query: HistoryQuery, options: RedisHistoryOptions): string[] {
-  const { since, limit, create } = query;
+export function readArgs(topic: string, query: HistoryQuery, options: RedisHistoryOptions, runId: string): string[] {
+  const { since, limit, create, maxBytes } = query;
   return [
     "3",
     ...historyKeys(topic),
+    runId,
     newEpoch(),
     String(options.metaTtlMs),
     create ? "1" : "0",
     since?.epoch ?? "",
     String(since?.offset ?? 0),
     String(limit),
+    String(maxBytes ?? Number.MAX_SAFE_INTEGER),
   ];
+}
+
+/** The connected Redis's incarnation, from `INFO server` (a restart changes it). */
+export function runIdOf(info: string): string {
+  const id = /run_id:([0-9a-f]+)/.exec(info)?.[1];
+  if (id === undefined) throw new Error("INFO server has no run_id");
+  return id;
 }
 
 type StreamEntry = [id: string, fields: string[]];
