@@ -69,7 +69,7 @@ export const ConfigSchema = z.object({
   /**
    * Redis: how long a topic's offset and epoch outlive its last publish. Longer than HISTORY_TTL_MS so a topic
    * that is quiet for a while keeps its offsets (its subscribers then recover nothing rather than being told
-   * the history was lost); a day costs ~150 bytes of Redis per topic published that day.
+   * the history was lost); a day costs ~150 bytes of Redis per topic published or subscribed that day.
    */
   HISTORY_META_TTL_MS: integer(86_400_000, 1000, 365 * 86_400_000),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
