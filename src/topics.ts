@@ -89,8 +89,38 @@ export class TopicPipeline {
     private readonly options: PipelineOptions,
   ) {
     this.history = options.historySize > 0;
-    broker.start(this.deliver);
+    broker.start(this.deliver, this.restored);
   }
+
+  /**
+   * The broker's link is back after a loss: messages other nodes published meanwhile never reached this node.
+   * A topic that gets another message notices the jump (`follow`); a quiet one would not, so each followed
+   * topic's position is read once its channel is confirmed again, and a topic that moved on (or changed epoch)
+   * sends its subscribers here to recover. One small read per followed topic, per reconnect.
+   */
+  private readonly restored = (): void => {
+    for (const [topic, cursor] of this.cursors) {
+      const check = () => {
+        let read: HistoryRead | Promise<HistoryRead>;
+        try {
+          read = this.broker.read(topic, { limit: 0, create: false });
+        } catch {
+          return;
+        }
+        void Promise.resolve(read).then(
+          (position) => {
+            // Still the same cursor (the topic was not dropped and followed again meanwhile) and behind.
+            if (this.cursors.get(topic) !== cursor) return;
+            if (position.epoch !== cursor.epoch || position.offset > cursor.offset) this.breakStream(topic, position.epoch, position.offset);
+          },
+          () => {}, // Redis lost again: the next reconnect checks again
+        );
+      };
+      const confirmed = this.broker.subscribe(topic);
+      if (confirmed === undefined) check();
+      else void confirmed.then(check);
+    }
+  };
 
   /** Every message for this node's subscribers, local or from other nodes, goes out here. */
   private readonly deliver = (topic: string, frame: string, offset?: number, epoch?: string): void => {

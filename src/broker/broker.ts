@@ -36,8 +36,11 @@ export type Deliver = (topic: string, frame: string, offset?: number, epoch?: st
  *   topics with local interest".
  */
 export interface Broker {
-  /** Called once, before any publish: where messages for local subscribers go. */
-  start(deliver: Deliver): void;
+  /**
+   * Called once, before any publish: where messages for local subscribers go, and whom to tell when the
+   * transport is back after a loss (messages of other nodes may have been missed meanwhile).
+   */
+  start(deliver: Deliver, restored?: () => void): void;
   publish(topic: string, frame: string): Promise<void>;
   /**
    * History contract (HISTORY_SIZE > 0; src/history/history.ts has the store's part). `append` stores the

@@ -119,6 +119,7 @@ export class RedisBroker implements Broker {
   /** History reads of messages awaiting their reply (bounded by MAX_READS_IN_FLIGHT). */
   private readsInFlight = 0;
   private deliver: Deliver | undefined;
+  private restored: (() => void) | undefined;
   private link: Link | undefined;
   private lastError = "connecting";
   private closed = false;
@@ -153,8 +154,9 @@ export class RedisBroker implements Broker {
     );
   }
 
-  start(deliver: Deliver): void {
+  start(deliver: Deliver, restored?: () => void): void {
     this.deliver = deliver;
+    this.restored = restored;
     this.stopHealth = this.clock.every(Math.max(10, Math.floor(this.options.timeoutMs / 4)), this.checkHealth);
     void this.run();
   }
@@ -371,8 +373,12 @@ export class RedisBroker implements Broker {
           subscribe: (channel) => sub.subscribe(channel, this.onPayload),
           unsubscribe: (channel) => sub.unsubscribe(channel),
         });
-        if (attempt > 0 || this.counters.reconnects > 0) log.info("redis_restored", { node: this.nodeId, channels: this.channels.counts().wanted });
-        else log.info("redis_connected", { node: this.nodeId });
+        if (attempt > 0 || this.counters.reconnects > 0) {
+          log.info("redis_restored", { node: this.nodeId, channels: this.channels.counts().wanted });
+          this.restored?.();
+        } else {
+          log.info("redis_connected", { node: this.nodeId });
+        }
         const connectedAt = performance.now();
         this.lastError = await ended;
         // Only a connection that lasted resets the backoff: one dropped at once is retried like a failed one.
