@@ -171,6 +171,8 @@ interface Subscription {
   resuming: boolean;
   /** The server confirmed it at least once (a later subscribe of it resumes). */
   confirmed: boolean;
+  /** A gap was seen: resubscribing from `position`; messages until the answer are skipped (they are replayed). */
+  resyncing: boolean;
 }
 
 const DEFAULTS = { baseMs: 250, capMs: 10_000, maxAttempts: Infinity };
@@ -331,7 +333,7 @@ export class SwitchboardClient {
     let subscription = this.topics.get(topic);
     if (subscription === undefined) {
       const since = options.since;
-      subscription = { handlers: new Set(), subscribeId: undefined, position: since, since: undefined, resuming: since !== undefined, confirmed: false };
+      subscription = { handlers: new Set(), subscribeId: undefined, position: since, since: undefined, resuming: since !== undefined, confirmed: false, resyncing: false };
       this.topics.set(topic, subscription);
       if (this.state === "open") this.sendSubscribe(topic, subscription);
     }
@@ -648,9 +650,11 @@ export class SwitchboardClient {
         if (subscription === undefined) return;
         const offset = frame.offset;
         if (offset !== undefined) {
+          if (subscription.resyncing) return; // the resubscribe replays it
           const position = subscription.position;
           if (position !== undefined) {
             if (offset <= position.offset) return; // already handled (the server does not send these; a guard)
+            if (offset !== position.offset + 1) return this.resync(frame.topic, subscription); // a gap: never skip one
             position.offset = offset;
           }
         }
@@ -697,6 +701,7 @@ export class SwitchboardClient {
     const { since, resuming } = subscription;
     subscription.since = undefined;
     subscription.resuming = false;
+    subscription.resyncing = false;
     subscription.confirmed = true;
     const recovered = frame.recovered === true && since !== undefined && frame.epoch === since.epoch;
     // Recovered: the replay follows and moves the position on from `since`; otherwise start from the reply's.
@@ -707,6 +712,19 @@ export class SwitchboardClient {
       const replayed = recovered ? Math.max(0, (frame.offset ?? 0) - since.offset) : 0;
       this.emit("recovery", { topic: frame.topic, recovered, replayed, epoch: frame.epoch, offset: frame.offset });
     }
+  }
+
+  /**
+   * A message arrived past a gap (the server promises none; this is the client's own check): end the
+   * subscription and resubscribe from the last message handled, so the missed ones are replayed in order, or
+   * reported (`recovery` with `recovered: false`).
+   */
+  private resync(topic: string, subscription: Subscription): void {
+    if (this.state !== "open") return;
+    subscription.resyncing = true;
+    subscription.resuming = true;
+    this.sendControl("unsubscribe", topic);
+    this.sendSubscribe(topic, subscription);
   }
 
   /** The server ended a subscription because its stream broke: subscribe again from the last message handled. */

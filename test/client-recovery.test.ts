@@ -325,3 +325,50 @@ describe("the recovery probe, end to end", () => {
     25_000, // every wait inside is bounded too; this bounds their sum
   );
 });
+
+describe("the client's own gap check", () => {
+  test("a message past a gap is not handled: the client resubscribes from its last one and gets the missing ones in order", async () => {
+    // A scripted peer (a real socket, speaking the protocol) that skips offset 3, the one thing a correct
+    // server never does: the client must not hand 4 to the handler before 3.
+    const received: unknown[] = [];
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("upgrade", { status: 426 })),
+      websocket: {
+        open: (ws) => void ws.send(JSON.stringify({ type: "welcome", connectionId: "x", heartbeat: { intervalMs: 60_000, timeoutMs: 120_000 } })),
+        message: (ws, raw) => {
+          const frame = JSON.parse(String(raw)) as { type: string; topic: string; id: number; since?: Position };
+          received.push(frame);
+          const message = (offset: number) => JSON.stringify({ type: "message", topic: "t", data: offset, offset });
+          if (frame.type === "subscribe" && frame.since === undefined) {
+            ws.send(JSON.stringify({ type: "subscribed", topic: "t", epoch: "e", offset: 0, id: frame.id }));
+            for (const offset of [1, 2, 4, 5]) ws.send(message(offset));
+          } else if (frame.type === "unsubscribe") {
+            ws.send(JSON.stringify({ type: "unsubscribed", topic: "t", id: frame.id }));
+          } else if (frame.type === "subscribe") {
+            ws.send(JSON.stringify({ type: "subscribed", topic: "t", epoch: "e", offset: 5, recovered: true, id: frame.id }));
+            for (const offset of [3, 4, 5, 6]) ws.send(message(offset));
+          }
+        },
+      },
+    });
+    try {
+      const client = track(connect(`ws://127.0.0.1:${server.port}`, fast));
+      const seen: number[] = [];
+      const recoveries: ClientEvents["recovery"][] = [];
+      client.on("recovery", (e) => recoveries.push(e));
+      client.subscribe("t", (_data, frame) => seen.push(frame.offset!));
+      await until(() => seen.length === 6, 5000, "offsets 1..6");
+      expect(seen).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(recoveries).toEqual([{ topic: "t", recovered: true, replayed: 3, epoch: "e", offset: 5 }]);
+      expect(received.slice(1)).toEqual([
+        { type: "unsubscribe", topic: "t", id: expect.any(Number) },
+        { type: "subscribe", topic: "t", since: { epoch: "e", offset: 2 }, id: expect.any(Number) },
+      ]);
+      client.close();
+    } finally {
+      server.stop(true);
+    }
+  });
+});
