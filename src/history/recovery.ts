@@ -79,8 +79,9 @@ export function plan(
     if (message.offset <= last) return true; // already sent (the read and the held messages overlap)
     if (message.offset > target) return false;
     if (message.offset !== last + 1) return false; // a gap: checked below
-    frames.push(message.frame);
     bytes += message.frame.length;
+    if (bytes > budgetBytes) return false; // too much for one step: recovered false below, stop copying
+    frames.push(message.frame);
     last = message.offset;
     return true;
   };
