@@ -23,6 +23,10 @@ type FrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;
 export type MessageFrame = FrameOf<"message">;
 export type WelcomeFrame = FrameOf<"welcome">;
 export type HistoryFrame = FrameOf<"history">;
+export type PresenceFrame = FrameOf<"presence">;
+export type PresenceStatsFrame = FrameOf<"presence_stats">;
+/** A presence entry: a connection in a topic, its token's `sub` (null in open mode) and its `info`. */
+export type PresenceClient = FrameOf<"join">["client"];
 /** A place in a topic's history (see the server's README): resume after `offset` of `epoch`. */
 export type Position = NonNullable<Extract<ClientFrame, { type: "subscribe" }>["since"]>;
 
@@ -87,6 +91,11 @@ export interface ClientEvents {
 export interface SubscribeOptions {
   /** Resume after this position (one the application stored from a message's offset and its epoch). */
   since?: Position;
+  /** This subscription's presence `info`: a small JSON object (at most 1 KiB as JSON) others see. */
+  info?: { [key: string]: Json };
+  /** Called when another member joins / leaves the topic (asks the server for `presence: true`). */
+  onJoin?: (client: PresenceClient) => void;
+  onLeave?: (client: PresenceClient) => void;
 }
 
 export interface HistoryOptions {
@@ -142,7 +151,7 @@ export class ConnectionLostError extends Error {
 /** `frame.offset` is the message's place in its topic (servers with history on). */
 type Handler<T = Json> = (data: T, frame: MessageFrame) => void;
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
-type RequestFrame = Extract<ClientFrame, { type: "publish" | "ping" | "history" }> & { id: number };
+type RequestFrame = Extract<ClientFrame, { type: "publish" | "ping" | "history" | "presence" | "presence_stats" }> & { id: number };
 /** What a request settles with: the reply frame (ack, pong or history) and the round trip. */
 interface Reply {
   frame: ServerFrame;
@@ -163,6 +172,8 @@ interface Request {
 interface Subscription {
   handlers: Set<Handler<never>>;
   subscribeId: number | undefined;
+  /** Presence options of the first subscribe() of the topic (sent again on every resubscribe). */
+  presence: Pick<SubscribeOptions, "info" | "onJoin" | "onLeave">;
   /** The last message handled (or the position the server reported), when the server has history. */
   position: Position | undefined;
   /** The position the pending subscribe asked to resume from. */
@@ -333,7 +344,17 @@ export class SwitchboardClient {
     let subscription = this.topics.get(topic);
     if (subscription === undefined) {
       const since = options.since;
-      subscription = { handlers: new Set(), subscribeId: undefined, position: since, since: undefined, resuming: since !== undefined, confirmed: false, resyncing: false };
+      const { info, onJoin, onLeave } = options;
+      subscription = {
+        handlers: new Set(),
+        subscribeId: undefined,
+        presence: { info, onJoin, onLeave },
+        position: since,
+        since: undefined,
+        resuming: since !== undefined,
+        confirmed: false,
+        resyncing: false,
+      };
       this.topics.set(topic, subscription);
       if (this.state === "open") this.sendSubscribe(topic, subscription);
     }
@@ -365,6 +386,16 @@ export class SwitchboardClient {
    * the server has no history or cannot reach its store, `forbidden`, `invalid_topic`), and like publish() on
    * timeouts and lost connections.
    */
+  /** Who is in `topic`, cluster-wide as far as the server knows (needs subscribe permission). */
+  presence(topic: string): Promise<PresenceFrame> {
+    return this.request({ type: "presence", topic, id: this.nextId++ }).then((reply) => reply.frame as PresenceFrame);
+  }
+
+  /** How many connections and distinct users are in `topic`. */
+  presenceStats(topic: string): Promise<PresenceStatsFrame> {
+    return this.request({ type: "presence_stats", topic, id: this.nextId++ }).then((reply) => reply.frame as PresenceStatsFrame);
+  }
+
   history(topic: string, options: HistoryOptions = {}): Promise<HistoryFrame> {
     const frame: RequestFrame = { type: "history", topic, id: this.nextId++ };
     if (options.since !== undefined) frame.since = options.since;
@@ -673,8 +704,21 @@ export class SwitchboardClient {
         return;
       case "ack":
       case "history":
+      case "presence":
+      case "presence_stats":
         this.settle(frame.id, undefined, frame);
         return;
+      case "join":
+      case "leave": {
+        const options = this.topics.get(frame.topic)?.presence;
+        const listener = frame.type === "join" ? options?.onJoin : options?.onLeave;
+        try {
+          listener?.(frame.client);
+        } catch (error) {
+          this.emit("error", { error: asError(error) });
+        }
+        return;
+      }
       case "error":
         this.onError(frame);
         return;
@@ -819,13 +863,20 @@ export class SwitchboardClient {
   private sendSubscribe(topic: string, subscription: Subscription): void {
     const since = subscription.position === undefined ? undefined : { ...subscription.position };
     subscription.since = since;
-    subscription.subscribeId = this.sendControl("subscribe", topic, since);
+    const { info, onJoin, onLeave } = subscription.presence;
+    const frame: Extract<ClientFrame, { type: "subscribe" }> = { type: "subscribe", topic, id: this.nextId++ };
+    if (since !== undefined) frame.since = since;
+    if (onJoin !== undefined || onLeave !== undefined) frame.presence = true;
+    if (info !== undefined) frame.info = info;
+    this.control.set(frame.id as number, { type: "subscribe", topic });
+    subscription.subscribeId = frame.id as number;
+    this.send(frame);
   }
 
-  private sendControl(type: "subscribe" | "unsubscribe", topic: string, since?: Position): number {
+  private sendControl(type: "unsubscribe", topic: string): number {
     const id = this.nextId++;
     this.control.set(id, { type, topic });
-    this.send(since === undefined ? { type, topic, id } : { type: "subscribe", topic, since, id });
+    this.send({ type, topic, id });
     return id;
   }
 

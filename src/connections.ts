@@ -11,7 +11,7 @@ import type { Config } from "./config.ts";
 import type { Beating, WheelSlot } from "./heartbeat.ts";
 import type { HistoryRead } from "./history/history.ts";
 import type { Recovery } from "./history/recovery.ts";
-import type { FrameId, Position } from "./protocol.ts";
+import type { FrameId, Json, Position } from "./protocol.ts";
 import { RateLimiter, type Bucket } from "./rate-limit.ts";
 
 /** A subscription waiting for the broker's confirmation: the ids of the subscribe frames to answer then. */
@@ -23,6 +23,10 @@ export interface PendingSubscription {
   recovery?: Recovery;
   /** The history read, kept while the recovery waits for this node's stream to catch up with `since`. */
   read?: HistoryRead;
+  /** Join/leave of the topic's other members wanted (`presence: true`). */
+  presence?: boolean;
+  /** The presence entry's `info` (checked for size already). */
+  info?: { [key: string]: Json };
 }
 
 export class Conn implements Beating {

@@ -22,6 +22,10 @@ import { closeLabel, Metrics } from "./metrics.ts";
 import { ClientFrame, Close, encode, ErrorText, type FrameId, Route, type ErrorCode } from "./protocol.ts";
 import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics.ts";
 import type { HistoryRead } from "./history/history.ts";
+import type { Presence, PresenceList, PresenceStats } from "./presence/presence.ts";
+
+/** Most entries a presence request returns (beyond it: `truncated: true`). A setting with issue 11's Redis presence. */
+const PRESENCE_MAX_CLIENTS = 10_000;
 
 export { Conn };
 type Socket = ServerWebSocket<Conn>;
@@ -66,6 +70,7 @@ export class Gateway {
     private readonly broker: Broker,
     private readonly log: Logger,
     clock: Clock,
+    private readonly presence: Presence,
   ) {
     this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
@@ -83,6 +88,9 @@ export class Gateway {
         historySize: config.HISTORY_SIZE,
         recoveryBudgetBytes: Math.floor(config.BACKPRESSURE_LIMIT_BYTES / 2),
         connections: () => this.registry.open,
+        presence,
+        connectionIdOf: (conn) => this.connectionId(conn),
+        maxPresenceClients: PRESENCE_MAX_CLIENTS,
       },
     );
     this.heartbeat = new Heartbeat<Conn>({
@@ -128,6 +136,7 @@ export class Gateway {
       redis: this.broker.counters,
       redisGauges: this.broker.gauges?.(),
       history: this.broker.historyStats && { counters: this.broker.historyStats.counters, gauges: this.broker.historyStats.gauges() },
+      presence: this.presence.gauges?.(),
     });
   }
 
@@ -321,7 +330,22 @@ export class Gateway {
         return;
       }
       case "subscribe":
-        return this.topics.subscribe(conn, frame.topic, frame.id, frame.since);
+        return this.topics.subscribe(conn, frame.topic, frame.id, frame.since, frame.presence === true || frame.info !== undefined ? { joinLeave: frame.presence, info: frame.info } : undefined);
+      case "presence":
+      case "presence_stats": {
+        const { topic, id } = frame;
+        const stats = frame.type === "presence_stats";
+        const read = this.topics.readPresence(topic, stats, conn.identity);
+        const answer = (result: Refusal | PresenceList | PresenceStats) => {
+          if (conn.closed) return;
+          if ("code" in result) this.reject(ws, result.code, result.message, id);
+          else if ("users" in result) this.send(ws, encode.presenceStats(topic, result.clients, result.users, id));
+          else this.send(ws, encode.presence(topic, result.clients, result.truncated, id));
+        };
+        if (read instanceof Promise) void read.then(answer);
+        else answer(read);
+        return;
+      }
       case "unsubscribe":
         return this.topics.unsubscribe(conn, frame.topic, frame.id);
       case "ping":

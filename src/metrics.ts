@@ -45,6 +45,8 @@ export class Metrics {
   /** History: messages stored (their publishes are counted once stored), and history requests answered. */
   historyAppends = 0;
   historyReads = 0;
+  /** Join and leave events announced (each once, to the topic's `presence: true` subscribers). */
+  presenceEvents = 0;
   /** Topics whose stream on this node broke (Redis link lost messages, history reset): subscribers re-recover. */
   streamBreaks = 0;
 
@@ -66,6 +68,7 @@ export class Metrics {
     redisGauges?: Record<string, number>;
     /** The history store's own figures when it lives in this process (memory broker). */
     history?: { counters: Record<string, number>; gauges: Record<string, number> };
+    presence?: Record<string, number>;
   }): string {
     const out: string[] = [];
     const metric = (name: string, type: "counter" | "gauge", help: string, samples: [string, number][]) => {
@@ -96,6 +99,11 @@ export class Metrics {
     metric("switchboard_history_refused_total", "counter", "Publishes and history reads the store could not serve: unavailable (not stored, none delivered) or unconfirmed (no answer in time: outcome unknown).", labeled("outcome", this.historyRefused, ["unavailable", "unconfirmed"]));
     metric("switchboard_history_reads_total", "counter", "History requests answered (socket and HTTP).", [["", this.historyReads]]);
     metric("switchboard_history_recoveries_total", "counter", "Subscribes with since, by outcome.", labeled("outcome", this.recoveries, ["recovered", "not_recovered", "unavailable"]));
+    metric("switchboard_presence_events_total", "counter", "Join and leave events announced.", [["", this.presenceEvents]]);
+    if (gauges.presence) {
+      metric("switchboard_presence_entries", "gauge", "Presence entries held by this node (one per active subscription).", [["", gauges.presence.entries ?? 0]]);
+      metric("switchboard_presence_topics", "gauge", "Topics with presence entries on this node.", [["", gauges.presence.topics ?? 0]]);
+    }
     metric("switchboard_history_stream_breaks_total", "counter", "Topics whose stream on this node broke; their subscribers were sent to recover.", [["", this.streamBreaks]]);
     if (gauges.history) {
       for (const [k, v] of Object.entries(gauges.history.counters)) metric(`switchboard_history_${k}_total`, "counter", `History store (memory): ${k} messages.`, [["", v]]);

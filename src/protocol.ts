@@ -40,7 +40,22 @@ export type Position = z.infer<typeof Position>;
 export const HISTORY_LIMIT_MAX = 100;
 const HistoryLimit = z.number().int().min(1).max(HISTORY_LIMIT_MAX);
 
-export const SubscribeFrame = z.object({ type: z.literal("subscribe"), topic: z.string(), since: Position.optional(), id });
+/** A presence entry's `info`: a small JSON object the client attaches to its subscription (size checked on use). */
+const Info = z.custom<{ [key: string]: Json }>((value) => typeof value === "object" && value !== null && !Array.isArray(value), {
+  message: "must be a JSON object",
+});
+/** Largest `info`, serialized: presence lists carry it for every member. */
+export const MAX_INFO_BYTES = 1024;
+
+export const SubscribeFrame = z.object({
+  type: z.literal("subscribe"),
+  topic: z.string(),
+  since: Position.optional(),
+  /** Also receive `join` / `leave` of the topic's other members. */
+  presence: z.boolean().optional(),
+  info: Info.optional(),
+  id,
+});
 export const UnsubscribeFrame = z.object({ type: z.literal("unsubscribe"), topic: z.string(), id });
 export const PublishFrame = z.object({ type: z.literal("publish"), topic: z.string(), data: Data, id });
 export const PingFrame = z.object({ type: z.literal("ping"), id });
@@ -52,8 +67,19 @@ export const HistoryRequestFrame = z.object({
   id,
 });
 
+export const PresenceRequestFrame = z.object({ type: z.literal("presence"), topic: z.string(), id });
+export const PresenceStatsRequestFrame = z.object({ type: z.literal("presence_stats"), topic: z.string(), id });
+
 /** Client -> server. Unknown extra keys are ignored (forward compatible); an unknown `type` is invalid. */
-export const ClientFrame = z.discriminatedUnion("type", [SubscribeFrame, UnsubscribeFrame, PublishFrame, PingFrame, HistoryRequestFrame]);
+export const ClientFrame = z.discriminatedUnion("type", [
+  SubscribeFrame,
+  UnsubscribeFrame,
+  PublishFrame,
+  PingFrame,
+  HistoryRequestFrame,
+  PresenceRequestFrame,
+  PresenceStatsRequestFrame,
+]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** POST /publish body: the same topic rule and data as a socket publish. */
@@ -123,6 +149,19 @@ export const UnsubscribedFrame = z.strictObject({ type: z.literal("unsubscribed"
 export const MessageFrame = z.strictObject({ type: z.literal("message"), topic: z.string(), data: Data, offset: z.number().optional() });
 export const AckFrame = z.strictObject({ type: z.literal("ack"), id: FrameId, offset: z.number().optional() });
 export const HistoryEntry = z.strictObject({ offset: z.number(), data: Data });
+/** A presence entry: a connection's subscription, its token's `sub` (null in open mode) and its `info`. */
+export const PresenceClient = z.strictObject({ connectionId: z.string(), user: z.string().nullable(), info: Info.optional() });
+export const PresenceFrame = z.strictObject({
+  type: z.literal("presence"),
+  topic: z.string(),
+  clients: z.array(PresenceClient),
+  truncated: z.boolean().optional(),
+  id,
+});
+export const PresenceStatsFrame = z.strictObject({ type: z.literal("presence_stats"), topic: z.string(), clients: z.number(), users: z.number(), id });
+/** To subscribers with `presence: true`: another member arrived, or left (unsubscribe, close, timeout). */
+export const JoinFrame = z.strictObject({ type: z.literal("join"), topic: z.string(), client: PresenceClient });
+export const LeaveFrame = z.strictObject({ type: z.literal("leave"), topic: z.string(), client: PresenceClient });
 export const HistoryFrame = z.strictObject({
   type: z.literal("history"),
   topic: z.string(),
@@ -143,6 +182,10 @@ export const ServerFrame = z.discriminatedUnion("type", [
   PongFrame,
   ErrorFrame,
   HistoryFrame,
+  PresenceFrame,
+  PresenceStatsFrame,
+  JoinFrame,
+  LeaveFrame,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 export type MessageFrame = z.infer<typeof MessageFrame>;
@@ -189,6 +232,13 @@ export const encode = {
   /** `offset` > 0: the published message's offset (history on). */
   ack: (frameId: FrameId, offset = 0): string =>
     offset > 0 ? `{"type":"ack","id":${JSON.stringify(frameId)},"offset":${offset}}` : `{"type":"ack","id":${JSON.stringify(frameId)}}`,
+  presence: (topic: string, clients: readonly object[], truncated: boolean, frameId?: FrameId): string =>
+    withId(`{"type":"presence","topic":"${topic}","clients":${JSON.stringify(clients)}${truncated ? `,"truncated":true` : ""}`, frameId),
+  presenceStats: (topic: string, clients: number, users: number, frameId?: FrameId): string =>
+    withId(`{"type":"presence_stats","topic":"${topic}","clients":${clients},"users":${users}`, frameId),
+  /** `client` is a presence entry (connectionId, user, info): serialized once per event. */
+  join: (topic: string, client: object): string => `{"type":"join","topic":"${topic}","client":${JSON.stringify(client)}}`,
+  leave: (topic: string, client: object): string => `{"type":"leave","topic":"${topic}","client":${JSON.stringify(client)}}`,
   /** `frames` are stored message frames of `topic`, oldest first. */
   history: (topic: string, at: Position, frames: readonly { offset: number; frame: string }[], frameId?: FrameId): string =>
     withId(

@@ -11,6 +11,8 @@ import { Gateway } from "./gateway.ts";
 import type { Hub } from "./hub.ts";
 import { Logger } from "./log.ts";
 import { MemoryHistory } from "./history/memory.ts";
+import { MemoryPresence } from "./presence/memory.ts";
+import type { Presence } from "./presence/presence.ts";
 import type { TopicPipeline } from "./topics.ts";
 
 export interface RunningServer {
@@ -29,6 +31,8 @@ export interface RunningServer {
 export interface ServerDeps {
   broker?: Broker;
   log?: Logger;
+  /** Who is in each topic (default: this process's memory). */
+  presence?: Presence;
   /** Time for heartbeats, token expiry, rate limits and Redis health (tests pass a ManualClock). */
   clock?: Clock;
 }
@@ -60,7 +64,7 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
     // Every subscribe and publish would fail on it (1011): refuse the combination up front instead.
     throw new Error(`HISTORY_SIZE=${config.HISTORY_SIZE} needs a broker with a history store; pass one, or set HISTORY_SIZE=0`);
   }
-  const gateway = new Gateway(config, broker, log, clock);
+  const gateway = new Gateway(config, broker, log, clock, deps.presence ?? new MemoryPresence());
   hub = gateway.hub;
   const app = createApp(config, gateway, log);
   try {

@@ -16,6 +16,7 @@ import type { Broker } from "./broker/broker.ts";
 import type { Conn, PendingSubscription } from "./connections.ts";
 import { HistoryUnavailable, type HistoryRead } from "./history/history.ts";
 import { plan, Recovery } from "./history/recovery.ts";
+import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence/presence.ts";
 import type { Hub } from "./hub.ts";
 import type { Metrics } from "./metrics.ts";
 import {
@@ -23,6 +24,7 @@ import {
   ErrorText,
   HISTORY_LIMIT_MAX,
   isValidTopic,
+  MAX_INFO_BYTES,
   messageHead,
   type ErrorCode,
   type FrameId,
@@ -47,6 +49,11 @@ export interface Replies {
 
 export interface PipelineOptions {
   maxTopics: number;
+  /** Who is in each topic (one entry per active subscription), and how a connection is named in it. */
+  presence: Presence;
+  connectionIdOf: (conn: Conn) => string;
+  /** Most entries a presence request returns (PRESENCE_MAX_CLIENTS). */
+  maxPresenceClients: number;
   /** HISTORY_SIZE: 0 = history off. */
   historySize: number;
   /**
@@ -59,6 +66,11 @@ export interface PipelineOptions {
 }
 
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
+/**
+ * The internal topic a topic's join/leave go out on. `$` is outside the topic name rule, so no client topic can
+ * be it; `presence: true` subscribers are natively subscribed to it beside the topic.
+ */
+const presenceTopic = (topic: string): string => `$presence:${topic}`;
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
@@ -178,8 +190,17 @@ export class TopicPipeline {
     return error.unconfirmed ? UNCONFIRMED : UNAVAILABLE;
   };
 
-  subscribe(conn: Conn, topic: string, id: FrameId | undefined, since?: Position): void {
+  subscribe(
+    conn: Conn,
+    topic: string,
+    id: FrameId | undefined,
+    since?: Position,
+    presence?: { joinLeave?: boolean; info?: { [key: string]: Json } },
+  ): void {
     if (!isValidTopic(topic)) return this.replies.reject(conn, "invalid_topic", ErrorText.topicRule, id);
+    if (presence?.info !== undefined && JSON.stringify(presence.info).length > MAX_INFO_BYTES) {
+      return this.replies.reject(conn, "invalid_message", `info: at most ${MAX_INFO_BYTES} characters as JSON`, id);
+    }
     if (conn.identity !== undefined && !conn.identity.permissions.canSubscribe(topic)) {
       return this.replies.reject(conn, "forbidden", `not allowed to subscribe to ${topic}`, id);
     }
@@ -199,6 +220,8 @@ export class TopicPipeline {
     }
     const pending: PendingSubscription = { replies: [id] };
     if (since !== undefined) pending.since = since;
+    if (presence?.joinLeave === true) pending.presence = true;
+    if (presence?.info !== undefined) pending.info = presence.info;
     topics.set(topic, pending);
     this.hub.join(topic);
     const upstream = this.broker.subscribe(topic);
@@ -211,7 +234,7 @@ export class TopicPipeline {
     const held = conn.topics?.get(topic);
     if (held === undefined) return this.replies.reject(conn, "not_subscribed", `not subscribed to ${topic}`, id);
     conn.topics!.delete(topic);
-    if (held === null) this.hub.deactivate(conn.ws, topic);
+    if (held === null) this.end(conn, topic);
     else {
       this.forget(topic, held);
       // A subscription cancelled before it was confirmed: its subscribes are answered first, so the replies
@@ -229,8 +252,38 @@ export class TopicPipeline {
     conn.topics = undefined;
     for (const [topic, held] of topics) {
       if (held !== null) this.forget(topic, held);
+      else this.absent(conn, topic);
       this.release(topic);
     }
+  }
+
+  /** A presence or presence_stats request: needs subscribe permission, like history. */
+  readPresence(topic: string, stats: boolean, identity?: Identity): Refusal | PresenceList | PresenceStats | Promise<Refusal | PresenceList | PresenceStats> {
+    if (!isValidTopic(topic)) return INVALID_TOPIC;
+    if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
+      return { code: "forbidden", message: `not allowed to see who is in ${topic}` };
+    }
+    return stats ? this.options.presence.stats(topic) : this.options.presence.list(topic, this.options.maxPresenceClients);
+  }
+
+  /** An active subscription ends here: native delivery of the topic (and its join/leave) stops, then `leave`. */
+  private end(conn: Conn, topic: string): void {
+    this.hub.deactivate(conn.ws, topic);
+    this.hub.deactivate(conn.ws, presenceTopic(topic));
+    this.absent(conn, topic);
+  }
+
+  /** The connection's presence entry in `topic` is removed; a removal that took place is announced once. */
+  private absent(conn: Conn, topic: string): void {
+    const removed = this.options.presence.remove(topic, this.options.connectionIdOf(conn));
+    if (removed instanceof Promise) void removed.then((entry) => entry && this.announce(topic, encode.leave(topic, entry)), () => {});
+    else if (removed !== undefined) this.announce(topic, encode.leave(topic, removed));
+  }
+
+  /** Join/leave go to the topic's `presence: true` subscribers through Bun's native publish, serialized once. */
+  private announce(topic: string, frame: string): void {
+    this.metrics.presenceEvents++;
+    this.hub.deliver(presenceTopic(topic), frame);
   }
 
   /**
@@ -382,7 +435,14 @@ export class TopicPipeline {
     conn.topics!.set(topic, null);
     for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
     if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
+    // The join goes out before this socket hears join/leave of the topic: members learn of it, it does not.
+    const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
+    if (pending.info !== undefined) entry.info = pending.info;
+    const added = this.options.presence.add(topic, entry);
+    if (added instanceof Promise) void added.then((fresh) => fresh && this.announce(topic, encode.join(topic, entry)), () => {});
+    else if (added) this.announce(topic, encode.join(topic, entry));
     this.hub.activate(conn.ws, topic);
+    if (pending.presence === true) this.hub.activate(conn.ws, presenceTopic(topic));
   }
 
   /**
@@ -420,7 +480,7 @@ export class TopicPipeline {
       const held = conn.topics?.get(topic);
       if (held === null) {
         conn.topics!.delete(topic);
-        this.hub.deactivate(conn.ws, topic);
+        this.end(conn, topic);
         this.release(topic);
         this.replies.send(conn, encode.unsubscribed(topic, undefined, "recover"));
       }

@@ -96,6 +96,10 @@ describe("/metrics", () => {
       switchboard_history_topics: 1,
       switchboard_history_messages: 1,
       switchboard_history_bytes: '{"type":"message","topic":"m","data":"x","offset":1}'.length + ENTRY_OVERHEAD_BYTES + TOPIC_OVERHEAD_BYTES + "m".length,
+      // Presence: a and b joined "m", b left when it closed; a's entry remains.
+      switchboard_presence_events_total: 3,
+      switchboard_presence_entries: 1,
+      switchboard_presence_topics: 1,
       'switchboard_errors_total{code="invalid_json"}': 1,
       'switchboard_errors_total{code="unsupported_binary"}': 1,
       'switchboard_closes_total{code="1000"}': 1,

@@ -1,0 +1,124 @@
+// Presence on one node (memory): one entry per active subscription, presence and presence_stats requests,
+// join/leave to `presence: true` subscribers exactly once, `info` limits, permissions, and the typed client.
+// (Cluster-wide presence over Redis is the rest of issue 11.)
+import { afterAll, describe, expect, test } from "bun:test";
+import { SignJWT } from "jose";
+import { connect, type PresenceClient } from "../src/client.ts";
+import { Client, serve, stopAll, until } from "./helpers.ts";
+
+afterAll(stopAll);
+
+const idOf = async (c: Client, server: ReturnType<typeof serve>): Promise<string> => {
+  const pong = await c.request({ type: "ping", id: "who" });
+  if (pong.type !== "pong") throw new Error("no pong");
+  // The newest connection's id: the gateway names connections `<prefix>-<seq>`.
+  return [...server.gateway.connections].map((conn) => server.gateway.connectionId(conn)).at(-1)!;
+};
+
+describe("presence on one node", () => {
+  test("one entry per active subscription, with info; stats count clients; join/leave reach presence subscribers once", async () => {
+    const server = serve();
+    const watcher = await Client.connect(server);
+    const watcherId = await idOf(watcher, server);
+    expect(await watcher.request({ type: "subscribe", topic: "room", presence: true, id: 1 })).toMatchObject({ type: "subscribed", topic: "room", id: 1 });
+    const guest = await Client.connect(server);
+    const guestId = await idOf(guest, server);
+    expect(await guest.request({ type: "subscribe", topic: "room", info: { name: "ann" }, id: 2 })).toMatchObject({ type: "subscribed", id: 2 });
+    // The watcher hears the guest join; the guest (no presence: true) hears nothing, not even its own join.
+    expect(await watcher.json()).toEqual({ type: "join", topic: "room", client: { connectionId: guestId, user: null, info: { name: "ann" } } });
+    expect(await guest.request({ type: "presence", topic: "room", id: 3 })).toEqual({
+      type: "presence",
+      topic: "room",
+      clients: [
+        { connectionId: watcherId, user: null },
+        { connectionId: guestId, user: null, info: { name: "ann" } },
+      ],
+      id: 3,
+    });
+    expect(await guest.request({ type: "presence_stats", topic: "room", id: 4 })).toEqual({ type: "presence_stats", topic: "room", clients: 2, users: 0, id: 4 });
+    expect(await guest.request({ type: "unsubscribe", topic: "room", id: 5 })).toEqual({ type: "unsubscribed", topic: "room", id: 5 });
+    expect(await watcher.json()).toEqual({ type: "leave", topic: "room", client: { connectionId: guestId, user: null, info: { name: "ann" } } });
+    // A close leaves too, exactly once.
+    const closer = await Client.connect(server);
+    const closerId = await idOf(closer, server);
+    await closer.request({ type: "subscribe", topic: "room" });
+    expect(await watcher.json()).toEqual({ type: "join", topic: "room", client: { connectionId: closerId, user: null } });
+    closer.close();
+    expect(await watcher.json()).toEqual({ type: "leave", topic: "room", client: { connectionId: closerId, user: null } });
+    await watcher.silence(30);
+    expect(await watcher.request({ type: "presence", topic: "room", id: 6 })).toEqual({ type: "presence", topic: "room", clients: [{ connectionId: watcherId, user: null }], id: 6 });
+    expect(await watcher.request({ type: "presence", topic: "empty", id: 7 })).toEqual({ type: "presence", topic: "empty", clients: [], id: 7 });
+    // The watcher leaves: nobody is left, nothing is held.
+    watcher.close();
+    guest.close();
+    await until(() => (server.gateway.renderMetrics().match(/^switchboard_presence_entries (\d+)$/m)?.[1] ?? "") === "0", 2000, "no entries left");
+  });
+
+  test("info must be a JSON object of at most 1 KiB; presence of a bad topic is invalid_topic", async () => {
+    const server = serve();
+    const c = await Client.connect(server);
+    expect(await c.request({ type: "subscribe", topic: "t", info: { big: "x".repeat(1100) }, id: 1 })).toEqual({
+      type: "error",
+      code: "invalid_message",
+      message: "info: at most 1024 characters as JSON",
+      id: 1,
+    });
+    for (const info of ["text", [1, 2], 5, null]) {
+      expect(await c.request({ type: "subscribe", topic: "t", info, id: 2 })).toMatchObject({ type: "error", code: "invalid_message", id: 2 });
+    }
+    expect(server.topics.localInterest("t")).toBe(0);
+    expect(await c.request({ type: "presence", topic: "bad topic", id: 3 })).toMatchObject({ type: "error", code: "invalid_topic", id: 3 });
+    c.close();
+  });
+
+  test("with tokens: entries carry the sub, stats count distinct users, presence needs subscribe permission", async () => {
+    const secret = "presence-test-secret-of-at-least-32-characters";
+    const server = serve({ AUTH_SECRET: secret });
+    const token = (sub: string, topics: string[]) =>
+      new SignJWT({ sub, topics: { subscribe: topics, publish: [] } }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(new TextEncoder().encode(secret));
+    const open = async (sub: string, topics: string[]) => {
+      const c = await Client.open(`${server.ws()}?token=${await token(sub, topics)}`);
+      expect((await c.json()).type).toBe("welcome");
+      return c;
+    };
+    const [ann1, ann2, bob] = [await open("ann", ["room"]), await open("ann", ["room"]), await open("bob", ["room"])];
+    for (const c of [ann1, ann2, bob]) expect((await c.request({ type: "subscribe", topic: "room" })).type).toBe("subscribed");
+    expect(await bob.request({ type: "presence_stats", topic: "room", id: 1 })).toEqual({ type: "presence_stats", topic: "room", clients: 3, users: 2, id: 1 });
+    const list = (await bob.request({ type: "presence", topic: "room", id: 2 })) as { clients: { user: string }[] };
+    expect(list.clients.map((c) => c.user)).toEqual(["ann", "ann", "bob"]);
+    const outsider = await open("eve", ["elsewhere"]);
+    expect(await outsider.request({ type: "presence", topic: "room", id: 3 })).toEqual({
+      type: "error",
+      code: "forbidden",
+      message: "not allowed to see who is in room",
+      id: 3,
+    });
+    expect(await outsider.request({ type: "presence_stats", topic: "room", id: 4 })).toMatchObject({ type: "error", code: "forbidden", id: 4 });
+    for (const c of [ann1, ann2, bob, outsider]) c.close();
+  });
+});
+
+describe("presence in the typed client", () => {
+  test("subscribe with info and onJoin/onLeave; presence() and presenceStats()", async () => {
+    const server = serve();
+    const watcher = connect(server.url, { reconnect: false });
+    const joins: PresenceClient[] = [];
+    const leaves: PresenceClient[] = [];
+    watcher.subscribe("lobby", () => {}, { onJoin: (c) => joins.push(c), onLeave: (c) => leaves.push(c), info: { role: "host" } });
+    await watcher.ready();
+    await until(async () => (await watcher.presenceStats("lobby")).clients === 1, 2000, "the watcher's own entry");
+    const guest = connect(server.url, { reconnect: false });
+    const off = guest.subscribe("lobby", () => {}, { info: { role: "guest" } });
+    await until(() => joins.length === 1, 2000, "the join");
+    expect(joins[0]).toEqual({ connectionId: guest.connectionId!, user: null, info: { role: "guest" } });
+    const list = await guest.presence("lobby");
+    expect(list).toMatchObject({ type: "presence", topic: "lobby" });
+    expect(list.clients.map((c) => c.info)).toEqual([{ role: "host" }, { role: "guest" }]);
+    expect(await guest.presenceStats("lobby")).toMatchObject({ type: "presence_stats", topic: "lobby", clients: 2, users: 0 });
+    off();
+    await until(() => leaves.length === 1, 2000, "the leave");
+    expect(leaves[0]).toEqual(joins[0]!);
+    watcher.close();
+    guest.close();
+  });
+});
