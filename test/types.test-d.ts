@@ -129,3 +129,35 @@ export async function httpHistory() {
   // @ts-expect-error the topic is required
   await api.api.history.get({ query: {} });
 }
+
+// Presence: frames and client methods typed from the schemas.
+export async function presenceTypes() {
+  const client = connect("http://localhost:3000");
+  client.subscribe("room", () => {}, { info: { name: "ann" }, onJoin: (c) => void (c.connectionId + String(c.user)), onLeave: (c) => void c.info });
+  // @ts-expect-error info is a JSON object
+  client.subscribe("room", () => {}, { info: "ann" });
+  const list = await client.presence("room");
+  const users: (string | null)[] = list.clients.map((c) => c.user);
+  const stats = await client.presenceStats("room");
+  assert<Equal<typeof stats.users, number>>(true);
+  const frames: ClientFrame[] = [
+    { type: "presence", topic: "room", id: 1 },
+    { type: "presence_stats", topic: "room" },
+    { type: "subscribe", topic: "room", presence: true, info: { a: [1] } },
+  ];
+  return [users, frames];
+}
+
+export function narrowPresence(frame: ServerFrame): string {
+  switch (frame.type) {
+    case "join":
+    case "leave":
+      return frame.client.connectionId;
+    case "presence":
+      return String(frame.clients.length + (frame.truncated ? 1 : 0));
+    case "presence_stats":
+      return String(frame.clients + frame.users);
+    default:
+      return "";
+  }
+}
