@@ -23,6 +23,9 @@ const boolean = (fallback: boolean) =>
 
 const MiB = 1024 * 1024;
 
+const API_KEY_MIN = 16;
+const apiKey = z.string().min(API_KEY_MIN, `must be at least ${API_KEY_MIN} characters`).optional();
+
 export const ConfigSchema = z.object({
   PORT: integer(3000, 0, 65535),
   HOST: z.string().min(1, "must not be empty").default("0.0.0.0"),
@@ -79,8 +82,13 @@ export const ConfigSchema = z.object({
     .transform((s) => (s === "auto" ? navigator.hardwareConcurrency : Number(s)))
     .pipe(z.number().int().min(1, "must be at least 1").max(256, "must be at most 256"))
     .default(1),
-  /** Bearer key for POST /publish; unset disables the route (403). */
-  PUBLISH_API_KEY: z.string().min(16, "must be at least 16 characters").optional(),
+  /** Bearer key of the HTTP API (POST /publish, /api/*); unset disables it (403). */
+  API_KEY: apiKey,
+  /**
+   * The old name of API_KEY, still accepted: loadConfig and configWith resolve it into API_KEY (both set must
+   * agree) and leave it unset, so nothing else reads it.
+   */
+  PUBLISH_API_KEY: apiKey,
   /** Set: every /connect upgrade needs an HS256 JWT signed with it. Unset (and no AUTH_PUBLIC_KEY): open mode. */
   AUTH_SECRET: z.string().min(32, "must be at least 32 characters (HS256 needs 256 bits)").optional(),
   /**
@@ -147,6 +155,14 @@ export const ConfigSchema = z.object({
       message: `must be at least HISTORY_TTL_MS (${config.HISTORY_TTL_MS}): a topic's offsets must outlive its messages`,
     });
   }
+  // Only between two valid keys: a short one is reported as such, and is refused anyway.
+  if (apiKeyConflict(config) && config.API_KEY!.length >= API_KEY_MIN && config.PUBLISH_API_KEY!.length >= API_KEY_MIN) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["API_KEY"],
+      message: `differs from PUBLISH_API_KEY=${shownValue("PUBLISH_API_KEY", config.PUBLISH_API_KEY!)}, its old name: set one of them, or both to the same key`,
+    });
+  }
   if (config.WORKERS > 1 && config.REDIS_URL === undefined) {
     ctx.addIssue({
       code: "custom",
@@ -171,7 +187,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if (value !== undefined && value !== "") input[key] = value;
   }
   const result = ConfigSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) return withApiKeyResolved(result.data);
   const lines = result.error.issues.map((issue) => {
     const name = String(issue.path[0] ?? "config");
     return maskCredentials(`${name}=${shownValue(name, env[name] ?? "")}: ${issue.message}`);
@@ -180,7 +196,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 }
 
 /** Variables whose value is a credential: an error names them and gives the length, never the value. */
-const SECRETS = new Set(["AUTH_SECRET", "PUBLISH_API_KEY", "AUTH_PUBLIC_KEY"]);
+const SECRETS = new Set(["AUTH_SECRET", "API_KEY", "PUBLISH_API_KEY", "AUTH_PUBLIC_KEY"]);
+
+const apiKeyConflict = (config: Pick<Config, "API_KEY" | "PUBLISH_API_KEY">): boolean =>
+  config.API_KEY !== undefined && config.PUBLISH_API_KEY !== undefined && config.API_KEY !== config.PUBLISH_API_KEY;
+
+/** PUBLISH_API_KEY folded into API_KEY, its new name: one key for the rest of the code to read. */
+function withApiKeyResolved(config: Config): Config {
+  const { PUBLISH_API_KEY: alias, ...rest } = config;
+  return alias === undefined ? rest : { ...rest, API_KEY: rest.API_KEY ?? alias };
+}
 
 /**
  * A value as an error message may show it: quoted (a stray space or quote shows), except credentials, whose
@@ -211,5 +236,6 @@ function originOf(entry: string): string {
 
 /** Config for tests and embedding: defaults, then the overrides given. */
 export function configWith(overrides: Partial<Config> = {}): Config {
-  return { ...loadConfig({}), ...overrides };
+  if (apiKeyConflict(overrides)) throw new ConfigError("API_KEY and PUBLISH_API_KEY (its old name) differ: set one of them");
+  return withApiKeyResolved({ ...loadConfig({}), ...overrides });
 }

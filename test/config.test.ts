@@ -1,6 +1,6 @@
 // Environment -> config: defaults, accepted spellings, and bad values stopping the real entry point.
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig } from "../src/config.ts";
+import { ConfigError, configWith, loadConfig } from "../src/config.ts";
 
 /** The message loadConfig throws for `env` (fails the test if it does not throw). */
 function errorOf(env: Record<string, string>): string {
@@ -179,6 +179,37 @@ describe("loadConfig", () => {
 
   test("several bad values are all reported at once", () => {
     expect(() => loadConfig({ PORT: "x", PING_WAIT_MS: "y" })).toThrow(/PORT="x".*\n.*PING_WAIT_MS="y"/);
+  });
+});
+
+describe("API_KEY and PUBLISH_API_KEY, its old name", () => {
+  const key = "api-key-of-twenty-chars";
+  const other = "another-api-key-0123456";
+
+  test("either name sets the one key the server reads; the old name is not kept beside it", () => {
+    for (const env of [{ API_KEY: key }, { PUBLISH_API_KEY: key }, { API_KEY: key, PUBLISH_API_KEY: key }, { API_KEY: key, PUBLISH_API_KEY: "" }]) {
+      const config = loadConfig(env);
+      expect([env, config.API_KEY, "PUBLISH_API_KEY" in config]).toEqual([env, key, false]);
+    }
+    expect(loadConfig({}).API_KEY).toBeUndefined();
+    // In code too (test servers): configWith folds the old name in the same way.
+    expect([configWith({ PUBLISH_API_KEY: key }).API_KEY, configWith({ API_KEY: key, PUBLISH_API_KEY: key }).API_KEY]).toEqual([key, key]);
+  });
+
+  test("both set and different: refused, naming both and hiding both", () => {
+    expect(errorOf({ API_KEY: key, PUBLISH_API_KEY: other })).toBe(
+      `invalid configuration: API_KEY=<hidden: ${key.length} characters>: differs from PUBLISH_API_KEY=<hidden: ${other.length} characters>, its old name: set one of them, or both to the same key`,
+    );
+    expect(() => configWith({ API_KEY: key, PUBLISH_API_KEY: other })).toThrow(
+      new ConfigError("API_KEY and PUBLISH_API_KEY (its old name) differ: set one of them"),
+    );
+  });
+
+  test("API_KEY is a secret of at least 16 characters, as its old name was", () => {
+    expect(errorOf({ API_KEY: "short-key" })).toBe("invalid configuration: API_KEY=<hidden: 9 characters>: must be at least 16 characters");
+    expect(errorOf({ API_KEY: key, PUBLISH_API_KEY: "short-key" })).toBe(
+      "invalid configuration: PUBLISH_API_KEY=<hidden: 9 characters>: must be at least 16 characters",
+    );
   });
 });
 
