@@ -1,17 +1,22 @@
-// The HTTP surface: health, readiness, HTTP publish, and the two WebSocket routes. Elysia performs the upgrade
-// and carries the frame types (for Eden); the frames themselves are handled by the Gateway's native handlers.
+// The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history), and the two WebSocket routes.
+// Elysia performs the upgrade and carries the frame types (for Eden); the frames themselves are handled by the
+// Gateway's native handlers.
 import type { Server } from "bun";
 import { Elysia, ElysiaCustomStatusResponse, status } from "elysia";
 import type { Config } from "./config.ts";
 import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { readBoundedText } from "./http/bounded-body.ts";
 import { textNestsTooDeep } from "./json-depth.ts";
-import { ClientFrame, dataOfStored, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type ErrorCode, type Json } from "./protocol.ts";
+import { ClientFrame, dataOfStored, HttpBroadcastBody, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type ErrorCode, type Json } from "./protocol.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
-import { publishKeyCheck } from "./auth/api-key.ts";
+import { apiKeyCheck } from "./auth/api-key.ts";
 
-const NOT_JSON = 'body must be JSON: {"topic": string, "data": any JSON}';
+/** What a POST body of the HTTP API must look like, as its 400 and 405 answers say it. */
+const PUBLISH_SHAPE = '{"topic": string, "data": any JSON}';
+const BROADCAST_SHAPE = '{"topics": [string, ...], "data": any JSON}';
+
+
 /**
  * Bun closes a connection that sends nothing for this long (timer granularity ~4 s), after its request headers
  * are complete: a stalled body, an idle keep-alive, a handler pending this long. Bun's own default; Elysia
@@ -25,24 +30,57 @@ const ECHO_ROUTE = Route.echo;
 
 export function createApp(config: Config, gateway: Gateway, log: Logger) {
   const startedAt = performance.now();
-  const checkPublishKey = publishKeyCheck(config.PUBLISH_API_KEY);
+  const checkApiKey = apiKeyCheck(config.API_KEY);
   const admit = createAdmission(config, gateway, log);
 
   /**
-   * POST /publish's body, read only after the key check: Elysia parses a body before any other hook of the
-   * route runs (`transform`, `beforeHandle`), so the route's own parser is the first place to refuse a caller.
-   * Size-bounded, and nesting-checked on the text, before `JSON.parse` ever sees it.
+   * The parser and error hook of a POST route of the HTTP API whose body is JSON of `shape`. The body is read
+   * only after the key check: Elysia parses a body before any other hook of the route runs (`transform`,
+   * `beforeHandle`), so the route's own parser is the first place to refuse a caller. Size-bounded, and
+   * nesting-checked on the text, before `JSON.parse` ever sees it.
    */
-  async function readPublishBody({ request }: { request: Request }): Promise<unknown> {
-    checkPublishKey(request.headers.get("authorization") ?? undefined);
-    const text = await readBoundedText(request, config.MAX_PAYLOAD_BYTES);
-    if (textNestsTooDeep(text)) throw status(400, { error: TOO_DEEP });
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw status(400, { error: NOT_JSON });
-    }
+  function jsonBody(shape: string) {
+    const notJson = `body must be JSON: ${shape}`;
+    return {
+      // Always JSON, whatever Content-Type says (curl -d sends form encoding by default).
+      parse: async ({ request }: { request: Request }): Promise<unknown> => {
+        checkApiKey(request.headers.get("authorization") ?? undefined);
+        const text = await readBoundedText(request, config.MAX_PAYLOAD_BYTES);
+        if (textNestsTooDeep(text)) throw status(400, { error: TOO_DEEP });
+        try {
+          return JSON.parse(text);
+        } catch {
+          throw status(400, { error: notJson });
+        }
+      },
+      error: ({ code, error, set }: { code: unknown; error: unknown; set: { headers: Record<string, unknown> } }) => {
+        if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
+        if (code !== "PARSE") return;
+        // Elysia wraps whatever the parser throws in a ParseError; the refusal thrown is its cause.
+        const refusal = (error as { cause?: unknown }).cause;
+        if (!(refusal instanceof ElysiaCustomStatusResponse)) return status(400, { error: notJson });
+        // Refused before the body was read (key, size): close the connection rather than let Bun read the
+        // rest of a body nobody wants, and so a client cannot hold the socket by trickling it.
+        if (refusal.code !== 400) set.headers.connection = "close";
+        return refusal;
+      },
+    };
   }
+
+  /** POST `path`: a backend publishes without a socket. Today's /publish and the API's /api/publish. */
+  const publishAt = <Path extends string>(path: Path) =>
+    new Elysia()
+      .post(
+        path,
+        async ({ body }) => {
+          const outcome = await gateway.topics.publish(body.topic, body.data);
+          if (typeof outcome !== "number") return status(httpStatusOf(outcome.code), { error: outcome.message });
+          // `offset`: the message's place in the topic's history (history on); the message is stored.
+          return outcome > 0 ? { status: "published" as const, topic: body.topic, offset: outcome } : { status: "published" as const, topic: body.topic };
+        },
+        { body: HttpPublishBody, ...jsonBody(PUBLISH_SHAPE) },
+      )
+      .use(onlyPost(path, PUBLISH_SHAPE));
 
   return new Elysia({
     // Elysia finds the path by looking for the first "/" from index 11 of the URL, assuming a host of at least
@@ -66,36 +104,32 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
       if (!ready) set.status = 503;
       return { status: ready ? ("ready" as const) : ("degraded" as const), broker, draining: gateway.draining };
     })
+    .use(publishAt(Route.publish))
+    .use(publishAt(Route.apiPublish))
+    // One `data` to many topics, each published as POST /api/publish would (its own offset or refusal).
     .post(
-      "/publish",
+      Route.broadcast,
       async ({ body }) => {
-        const outcome = await gateway.topics.publish(body.topic, body.data);
-        if (typeof outcome !== "number") return status(httpStatusOf(outcome.code), { error: outcome.message });
-        // `offset`: the message's place in the topic's history (history on); the message is stored.
-        return outcome > 0 ? { status: "published" as const, topic: body.topic, offset: outcome } : { status: "published" as const, topic: body.topic };
+        // Every publish is started before any is awaited: with Redis they share the round trips.
+        const outcomes = await Promise.all(body.topics.map((topic) => gateway.topics.publish(topic, body.data)));
+        const results = body.topics.map((topic, i) => {
+          const outcome = outcomes[i]!;
+          if (typeof outcome !== "number") return { topic, error: outcome.code, message: outcome.message };
+          return outcome > 0 ? { topic, offset: outcome } : { topic };
+        });
+        // Every topic refused for the same reason (nothing stored, or no answer in time): the answer of a
+        // single refused publish, 503 or 504; a mix keeps 200 and the results say which is which.
+        const refused = outcomes.filter((o) => typeof o !== "number");
+        const first = refused[0];
+        if (first !== undefined && refused.length === outcomes.length && refused.every((o) => o.code === first.code) && first.code !== "invalid_topic") {
+          return status(httpStatusOf(first.code), { error: first.message });
+        }
+        return { status: "published" as const, results };
       },
-      {
-        body: HttpPublishBody,
-        // Always JSON, whatever Content-Type says (curl -d sends form encoding by default).
-        parse: readPublishBody,
-        error: ({ code, error, set }) => {
-          if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
-          if (code !== "PARSE") return;
-          // Elysia wraps whatever the parser throws in a ParseError; the refusal thrown is its cause.
-          const refusal = (error as { cause?: unknown }).cause;
-          if (!(refusal instanceof ElysiaCustomStatusResponse)) return status(400, { error: NOT_JSON });
-          // Refused before the body was read (key, size): close the connection rather than let Bun read the
-          // rest of a body nobody wants, and so a client cannot hold the socket by trickling it.
-          if (refusal.code !== 400) set.headers.connection = "close";
-          return refusal;
-        },
-      },
+      { body: HttpBroadcastBody, ...jsonBody(BROADCAST_SHAPE) },
     )
-    .get("/publish", onlyPost)
-    .put("/publish", onlyPost)
-    .patch("/publish", onlyPost)
-    .delete("/publish", onlyPost)
-    // The history request of the socket protocol, for backends: same key, same refusals as POST /publish.
+    .use(onlyPost(Route.broadcast, BROADCAST_SHAPE))
+    // The history request of the socket protocol, for backends: same key, same refusals as POST /api/publish.
     .get(
       Route.history,
       async ({ query }) => {
@@ -113,7 +147,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
         query: HttpHistoryQuery,
         // The key first, as for POST /publish: a caller without it learns nothing about the query's rules.
         // (`transform` runs before the query is validated; `beforeHandle` would run after.)
-        transform: ({ request }) => checkPublishKey(request.headers.get("authorization") ?? undefined),
+        transform: ({ request }) => checkApiKey(request.headers.get("authorization") ?? undefined),
         error: ({ code, error }) => {
           if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
         },
@@ -153,9 +187,13 @@ function httpStatusOf(code: ErrorCode): 400 | 503 | 504 {
   return code === "unavailable" ? 503 : code === "unconfirmed" ? 504 : 400;
 }
 
-function onlyPost({ set }: { set: { headers: Record<string, unknown> } }) {
-  set.headers.allow = "POST";
-  return status(405, { error: 'use POST /publish with {"topic": string, "data": any JSON}' });
+/** 405 for the other methods on a POST route of the HTTP API, naming the route and its body. */
+function onlyPost(path: string, shape: string) {
+  const refuse = ({ set }: { set: { headers: Record<string, unknown> } }) => {
+    set.headers.allow = "POST";
+    return status(405, { error: `use POST ${path} with ${shape}` });
+  };
+  return new Elysia().get(path, refuse).put(path, refuse).patch(path, refuse).delete(path, refuse);
 }
 
 /** One line from zod's issues, e.g. `topic: must be 1-200 characters ...; data: required (null is a value)`. */

@@ -7,6 +7,8 @@ export const Route = {
   connect: "/connect",
   echo: "/echo",
   publish: "/publish",
+  apiPublish: "/api/publish",
+  broadcast: "/api/broadcast",
   history: "/api/history",
   healthz: "/healthz",
   readyz: "/readyz",

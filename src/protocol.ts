@@ -89,6 +89,26 @@ export const HttpPublishBody = z.object({
 });
 export type HttpPublishBody = z.infer<typeof HttpPublishBody>;
 
+/** Topics one POST /api/broadcast may name. */
+export const MAX_BROADCAST_TOPICS = 100;
+
+/** POST /api/broadcast body: one `data` for 1-100 distinct topics, each by the topic rule of a publish. */
+export const HttpBroadcastBody = z.object({
+  topics: z
+    .array(HttpPublishBody.shape.topic)
+    .min(1, `must list 1-${MAX_BROADCAST_TOPICS} topics`)
+    .max(MAX_BROADCAST_TOPICS, `must list 1-${MAX_BROADCAST_TOPICS} topics`)
+    .superRefine((topics, ctx) => {
+      const seen = new Set<string>();
+      for (const topic of topics) {
+        if (seen.has(topic)) return ctx.addIssue({ code: "custom", message: `must not repeat a topic (${topic} is listed twice)` });
+        seen.add(topic);
+      }
+    }),
+  data: HttpPublishBody.shape.data,
+});
+export type HttpBroadcastBody = z.infer<typeof HttpBroadcastBody>;
+
 /** Digits only, as a query string carries them: "", "1e3", "-1" and "0x10" are refused. */
 const queryInteger = (min: number, max: number) =>
   z

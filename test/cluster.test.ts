@@ -283,9 +283,9 @@ describe("POST /publish", () => {
     const a = await node();
     const good = JSON.stringify({ topic: "t", data: 1 });
     let res = await post(a, good, {});
-    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <API_KEY>" }]);
     res = await post(a, good, { authorization: "Bearer not-the-key-at-all" });
-    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     res = await post(a, "{not json");
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: string }).error).toContain("body must be JSON");
@@ -306,7 +306,7 @@ describe("POST /publish", () => {
     const server = serve();
     const res = await post(server, JSON.stringify({ topic: "t", data: 1 }));
     expect(res.status).toBe(403);
-    expect(await res.json()).toEqual({ error: "HTTP publish is disabled: set PUBLISH_API_KEY on the server to enable it" });
+    expect(await res.json()).toEqual({ error: "HTTP API is disabled: set API_KEY on the server to enable it" });
   });
 });
 

@@ -868,9 +868,9 @@ describe("GET /api/history on a Redis node", () => {
 
     // Refusals.
     let res = await history(a, `topic=${topic}`, {});
-    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <API_KEY>" }]);
     res = await history(a, `topic=${topic}`, { authorization: "Bearer not-the-key-at-all" });
-    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     const topicRule = "topic: must be 1-200 characters of letters, digits and . _ - : /";
     for (const [query, error] of [
       [`topic=${topic}&limit=0`, "limit: must be at least 1"],

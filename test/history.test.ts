@@ -169,9 +169,9 @@ describe("history requests", () => {
     res = await get("topic=h&since=110&epoch=unknown0&limit=1");
     expect(((await res.json()) as { messages: unknown[] }).messages).toEqual(entries(120, 120));
     res = await get("topic=h", "Bearer wrong-key-wrong-key");
-    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     res = await get("limit=0", "Bearer wrong-key-wrong-key"); // the key is checked before the query
-    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     for (const query of ["topic=h&limit=0", "topic=h&limit=101", "topic=h&limit=x", "topic=h&since=3", "topic=bad%20topic", "", "topic=h&since=-1&epoch=e"]) {
       res = await get(query);
       expect(res.status).toBe(400);

@@ -129,7 +129,7 @@ describe("POST /publish refuses before it reads", () => {
     const answer = await rawPost(server.port, { headers: {}, first: BODY_START, chunk: objectItems(), last: BODY_END, total: 100 * 1024 * 1024 });
     const rssPeak = peakRss();
 
-    expect([answer.status, answer.body]).toEqual([401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" }]);
+    expect([answer.status, answer.body]).toEqual([401, { error: "missing Authorization: Bearer <API_KEY>" }]);
     expect(answer.headers.connection).toBe("close");
     expect(answer.sent).toBeLessThan(100 * 1024 * 1024);
     // The server runs in this process: its peak RSS while the body was offered, not after a GC gave it back.
@@ -149,7 +149,7 @@ describe("POST /publish refuses before it reads", () => {
   test("a wrong key is refused the same way, before the body", async () => {
     const server = serve({ PUBLISH_API_KEY: KEY });
     const answer = await rawPost(server.port, { headers: { Authorization: "Bearer not-the-key-at-all" }, total: 0, contentLength: 1000 });
-    expect([answer.status, answer.body]).toEqual([401, { error: "invalid publish key" }]);
+    expect([answer.status, answer.body]).toEqual([401, { error: "invalid API key" }]);
     expect(answer.headers.connection).toBe("close");
   });
 
@@ -224,9 +224,9 @@ describe("POST /publish keeps its answers", () => {
     const server = serve({ PUBLISH_API_KEY: KEY });
     const good = JSON.stringify({ topic: "t", data: 1 });
     let res = await post(server, good, {});
-    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <PUBLISH_API_KEY>" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "missing Authorization: Bearer <API_KEY>" }]);
     res = await post(server, good, { authorization: "Bearer not-the-key-at-all" });
-    expect([res.status, await res.json()]).toEqual([401, { error: "invalid publish key" }]);
+    expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     for (const body of ["{not json", ""]) {
       res = await post(server, body);
       expect([res.status, await res.json()]).toEqual([400, { error: 'body must be JSON: {"topic": string, "data": any JSON}' }]);
@@ -247,7 +247,7 @@ describe("POST /publish keeps its answers", () => {
     }
     const disabled = serve();
     res = await post(disabled, good);
-    expect([res.status, await res.json()]).toEqual([403, { error: "HTTP publish is disabled: set PUBLISH_API_KEY on the server to enable it" }]);
+    expect([res.status, await res.json()]).toEqual([403, { error: "HTTP API is disabled: set API_KEY on the server to enable it" }]);
   });
 
   test("a refusal after the whole body was read keeps the connection (keep-alive)", async () => {
