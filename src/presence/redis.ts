@@ -1,0 +1,174 @@
+// Presence in Redis, shared by every node (docs/presence-design.md): per topic a hash of entries
+// (`sb:{T}:p`, connection id -> the entry's JSON), a sorted set of their expiry times (`sb:{T}:px`) and a
+// count per user (`sb:{T}:pu`, for presence_stats without reading every entry). Each change is one script, and
+// each returns only what it changed, so a join or a leave is announced by exactly one caller whichever node
+// makes it: the one whose ZREM removed the entry, or whose HSET created it.
+//
+// Entries live `ttlMs` unless refreshed: every node refreshes its own entries (one script per topic per
+// refresh, all of the node's entries of the topic at once), and any refresh or read of a topic first removes
+// its expired entries, returning them to announce as leaves. A node killed without a word therefore leaves every
+// topic within ttlMs (plus the refresh period) of its last refresh, announced once. A refresh re-adds an entry
+// Redis lost (restarted empty, or removed after this node was cut off longer than the TTL), and reports it as a
+// join: watchers that were told it left are told it is back.
+//
+// Not wired into the pipeline yet (the pipeline uses src/presence/memory.ts): this is the store and its
+// contract, tested on its own against a real Redis (test/presence-redis.test.ts).
+import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence.ts";
+
+/** Sends one command (the broker's connection, or any RedisClient's `send`). */
+export type RedisSend = (command: string, args: string[]) => Promise<unknown>;
+
+/** KEYS: entries, expiries, users. Removes entries expired at ARGV[1] (ms); returns their JSON. */
+const EXPIRE = `
+local function expire(now)
+  local gone = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+    if redis.call('ZREM', KEYS[2], id) == 1 then
+      local entry = redis.call('HGET', KEYS[1], id)
+      redis.call('HDEL', KEYS[1], id)
+      if entry then
+        local user = cjson.decode(entry).user
+        if type(user) == 'string' and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
+        gone[#gone + 1] = entry
+      end
+    end
+  end
+  return gone
+end`;
+
+/** Adds one entry (ARGV: now, id, json, user or '', expires at, key ttl); returns whether it is new, and the expired. */
+export const ADD_SCRIPT = `${EXPIRE}
+local gone = expire(ARGV[1])
+local fresh = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+if fresh == 1 and ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[4], 1) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+return {fresh, gone}`;
+
+/** Removes one entry (ARGV: id); returns its JSON when this call removed it, else false. */
+export const REMOVE_SCRIPT = `
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return false end
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+if entry then
+  local user = cjson.decode(entry).user
+  if type(user) == 'string' and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
+end
+return entry`;
+
+/**
+ * Refreshes this node's entries of a topic (ARGV: now, expires at, key ttl, then id, json, user-or-'' triples);
+ * returns {expired entries' JSON, re-added entries' JSON}.
+ */
+export const REFRESH_SCRIPT = `${EXPIRE}
+local gone = expire(ARGV[1])
+local back = {}
+for i = 4, #ARGV, 3 do
+  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
+    if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
+    back[#back + 1] = ARGV[i + 1]
+  end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return {gone, back}`;
+
+/** Reads (ARGV: now, max): {entries' JSON (at most max), 1 when there were more, clients, users, expired}. */
+export const READ_SCRIPT = `${EXPIRE}
+local gone = expire(ARGV[1])
+local max = tonumber(ARGV[2])
+local out = {}
+local more = 0
+if max > 0 then
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)
+    cursor = page[1]
+    for i = 2, #page[2], 2 do
+      if #out < max then out[#out + 1] = page[2][i] else more = 1 end
+    end
+  until cursor == '0' or more == 1
+end
+return {out, more, redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3]), gone}`;
+
+const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
+const SCRIPTS = { add: ADD_SCRIPT, remove: REMOVE_SCRIPT, refresh: REFRESH_SCRIPT, read: READ_SCRIPT } as const;
+const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, text]) => [name, sha1(text)])) as Record<keyof typeof SCRIPTS, string>;
+
+export const presenceKeys = (topic: string): [string, string, string] => [`sb:{${topic}}:p`, `sb:{${topic}}:px`, `sb:{${topic}}:pu`];
+
+export interface RedisPresenceOptions {
+  send: RedisSend;
+  /** An entry not refreshed for this long is gone (PRESENCE_TTL_MS). */
+  ttlMs: number;
+  /** Time in ms, shared by every node (wall clock: expiry times are compared across processes). */
+  now?: () => number;
+  /** Entries that expired, found by any call: the caller announces each as a leave (exactly once cluster-wide). */
+  expired?: (topic: string, entries: PresenceEntry[]) => void;
+}
+
+export class RedisPresence implements Presence {
+  private readonly now: () => number;
+
+  constructor(private readonly options: RedisPresenceOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  async add(topic: string, entry: PresenceEntry): Promise<boolean> {
+    const { ttlMs } = this.options;
+    const now = this.now();
+    const [fresh, gone] = (await this.run("add", topic, [String(now), entry.connectionId, JSON.stringify(entry), entry.user ?? "", String(now + ttlMs), String(ttlMs * 2)])) as [number, string[]];
+    this.report(topic, gone);
+    return fresh === 1;
+  }
+
+  async remove(topic: string, connectionId: string): Promise<PresenceEntry | undefined> {
+    const entry = (await this.run("remove", topic, [connectionId])) as string | null;
+    return entry === null ? undefined : (JSON.parse(entry) as PresenceEntry);
+  }
+
+  /** This node's entries of `topic`, refreshed at once; returns the entries Redis had lost (re-added: joins). */
+  async refresh(topic: string, entries: readonly PresenceEntry[]): Promise<PresenceEntry[]> {
+    const { ttlMs } = this.options;
+    const now = this.now();
+    const args = [String(now), String(now + ttlMs), String(ttlMs * 2)];
+    for (const entry of entries) args.push(entry.connectionId, JSON.stringify(entry), entry.user ?? "");
+    const [gone, back] = (await this.run("refresh", topic, args)) as [string[], string[]];
+    this.report(topic, gone);
+    return back.map((json) => JSON.parse(json) as PresenceEntry);
+  }
+
+  async list(topic: string, max: number): Promise<PresenceList> {
+    const [entries, more] = await this.read(topic, max);
+    return { clients: entries.map((json) => JSON.parse(json) as PresenceEntry), truncated: more === 1 };
+  }
+
+  async stats(topic: string): Promise<PresenceStats> {
+    const [, , clients, users] = await this.read(topic, 0);
+    return { clients, users };
+  }
+
+  private async read(topic: string, max: number): Promise<[string[], number, number, number]> {
+    const [entries, more, clients, users, gone] = (await this.run("read", topic, [String(this.now()), String(max)])) as [string[], number, number, number, string[]];
+    this.report(topic, gone);
+    return [entries, more, clients, users];
+  }
+
+  private report(topic: string, gone: string[]): void {
+    if (gone.length > 0) this.options.expired?.(topic, gone.map((json) => JSON.parse(json) as PresenceEntry));
+  }
+
+  /** EVALSHA, and EVAL when Redis does not have the script (its order among others does not matter here). */
+  private async run(name: keyof typeof SCRIPTS, topic: string, args: string[]): Promise<unknown> {
+    const keys = ["3", ...presenceKeys(topic)];
+    try {
+      return await this.options.send("EVALSHA", [SHAS[name], ...keys, ...args]);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+      return this.options.send("EVAL", [SCRIPTS[name], ...keys, ...args]);
+    }
+  }
+}
