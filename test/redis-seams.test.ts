@@ -183,7 +183,9 @@ describe("interest converges whatever Redis does", () => {
     // an error reply, so the refused channel must not make A's connection flap (and lose this one).
     const steady = await Client.connect(a);
     expect(await steady.request({ type: "subscribe", topic: "open.steady" })).toEqual({ type: "subscribed", topic: "open.steady" });
-    await redis.command("ACL", ["SETUSER", "default", "resetchannels", "&sb:open*"]);
+    // The control channel stays allowed: every node holds it for its life (Redis drops a connection that holds
+    // a channel the ACL no longer allows).
+    await redis.command("ACL", ["SETUSER", "default", "resetchannels", "&sb:open*", "&sb:$ctl"]);
     try {
       const sub = await Client.connect(a);
       // Refused: Bun's client closes the subscriber connection on the error reply, so the subscription is
@@ -218,7 +220,7 @@ describe("a retry outliving its channel", () => {
     // an outage, which with history on would also depend on reading the history.
     const a = await node({ HISTORY_SIZE: 0 }, { broker, log });
     const b = await node({ HISTORY_SIZE: 0 });
-    await redis.command("ACL", ["SETUSER", "default", "resetchannels", "&sb:open*"]);
+    await redis.command("ACL", ["SETUSER", "default", "resetchannels", "&sb:open*", "&sb:$ctl"]);
     try {
       const first = await Client.connect(a);
       first.send({ type: "subscribe", topic: "retried", id: 1 }); // refused: a retry is scheduled

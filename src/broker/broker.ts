@@ -2,6 +2,7 @@
 // the others which topics it needs. Composed beside the local hub (src/hub.ts), never inherited from it.
 import type { Config } from "../config.ts";
 import type { HistoryQuery, HistoryRead } from "../history/history.ts";
+import type { ControlCommand } from "../protocol.ts";
 
 export interface BrokerStatus {
   kind: "memory" | "redis";
@@ -15,6 +16,20 @@ export interface BrokerStatus {
  * with their offset, and, from Redis, their epoch (so the node can tell that its stream of a topic broke).
  */
 export type Deliver = (topic: string, frame: string, offset?: number, epoch?: string) => void;
+
+/**
+ * Where a broker hands a command of the control channel, on every node: the node applies it to its own
+ * connections and returns how many it acted on.
+ */
+export type ControlHandler = (command: ControlCommand) => number;
+
+/**
+ * The broker could not hand a control command to the other nodes (Redis down, or the link lost before Redis
+ * confirmed it); the message says whether this node applied it.
+ */
+export class BrokerUnavailable extends Error {
+  override name = "BrokerUnavailable";
+}
 
 /**
  * Delivery contract (today: at-most-once across nodes, exactly-once and in order within a node).
@@ -37,10 +52,11 @@ export type Deliver = (topic: string, frame: string, offset?: number, epoch?: st
  */
 export interface Broker {
   /**
-   * Called once, before any publish: where messages for local subscribers go, and whom to tell when the
-   * transport is back after a loss (messages of other nodes may have been missed meanwhile).
+   * Called once, before any publish: where messages for local subscribers go, whom to tell when the
+   * transport is back after a loss (messages of other nodes may have been missed meanwhile), and where
+   * commands of the control channel go.
    */
-  start(deliver: Deliver, restored?: () => void): void;
+  start(deliver: Deliver, restored?: () => void, control?: ControlHandler): void;
   publish(topic: string, frame: string): Promise<void>;
   /**
    * History contract (HISTORY_SIZE > 0; src/history/history.ts has the store's part). `append` stores the
@@ -59,6 +75,20 @@ export interface Broker {
   read(topic: string, query: HistoryQuery): HistoryRead | Promise<HistoryRead>;
   subscribe(topic: string): Promise<void> | undefined;
   unsubscribe(topic: string): void;
+  /**
+   * Control contract (the HTTP API's disconnect and unsubscribe): `control(command)` hands a small command to
+   * every node, this one included, and each applies it to its own connections (the `control` handler of
+   * start()). This node applies it before control() returns, synchronously, and the result carries what its
+   * handler returned (connections acted on here); other nodes report nothing back.
+   * - It throws or rejects with BrokerUnavailable when the transport is down (or past its pending-bytes bound):
+   *   then no node applied it, this one included. A rejection after the command was sent (the connection
+   *   dropped before the transport confirmed it) means this node applied it and others may or may not have:
+   *   commands are idempotent, so a retry is safe.
+   * - Across nodes it is at most once and not kept: a node whose own link is down when the command is sent
+   *   never sees it (it is not queued or replayed after a reconnect). A node subscribes to the channel for its
+   *   whole life and reports itself ready (status()) only while it is subscribed.
+   */
+  control(command: ControlCommand): number | Promise<number>;
   status(): BrokerStatus;
   /** The history store's figures when it lives in this process (the memory broker's), for /metrics. */
   readonly historyStats?: { counters: Record<string, number>; gauges(): Record<string, number> };

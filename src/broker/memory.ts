@@ -3,10 +3,12 @@
 // (src/history/memory.ts): storing and delivering are one synchronous step, so offsets are in order for free.
 import type { HistoryQuery, HistoryRead } from "../history/history.ts";
 import type { MemoryHistory } from "../history/memory.ts";
-import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broker.ts";
+import type { ControlCommand } from "../protocol.ts";
+import { PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
 
 export class MemoryBroker implements Broker {
   private deliver: Deliver | undefined;
+  private onControl: ControlHandler | undefined;
 
   constructor(readonly history?: MemoryHistory) {}
 
@@ -14,8 +16,13 @@ export class MemoryBroker implements Broker {
     return this.history !== undefined;
   }
 
-  start(deliver: Deliver): void {
+  start(deliver: Deliver, _restored?: () => void, control?: ControlHandler): void {
     this.deliver = deliver;
+    this.onControl = control;
+  }
+  /** There is no other node: the command is applied here, now. */
+  control(command: ControlCommand): number {
+    return this.onControl?.(command) ?? 0;
   }
   publish(topic: string, frame: string): Promise<void> {
     if (this.deliver === undefined) throw new Error("broker used before start()");

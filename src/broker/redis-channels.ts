@@ -109,6 +109,11 @@ export class RedisChannels {
     }
   }
 
+  /** Whether Redis has confirmed `name` on the current connection. */
+  isSubscribed(name: string): boolean {
+    return this.channels.get(name)?.state === "subscribed";
+  }
+
   /** Channels wanted (by local interest) and channels Redis has confirmed on the current connection. */
   counts(): { wanted: number; subscribed: number } {
     let wanted = 0;

@@ -5,7 +5,8 @@
 //   that same string behind a prefix. Nodes drop payloads carrying their own id, so the origin never
 //   delivers twice, and Redis keeps per-channel order, so one publisher's order holds on every node.
 // - Interest only: channel subscriptions follow the hub's interest through one state machine per channel
-//   (./redis-channels.ts), so traffic a node does not need never reaches it.
+//   (./redis-channels.ts), so traffic a node does not need never reaches it. One channel is held for the
+//   node's whole life whatever the interest: the control channel `sb:$ctl` of the API's commands.
 // - Failure: Bun's RedisClient neither restores subscriptions after a reconnect nor, with its offline queue,
 //   refuses commands while down, and a Redis that hangs (SIGSTOP) looks connected while every command queues
 //   without bound (docs/bun-notes.md). So this broker owns the lifecycle: fresh publisher + subscriber clients
@@ -18,7 +19,8 @@
 //   Redis that drops us at once (or refuses a channel: see ./redis-channels.ts) is not hammered.
 import { RedisClient } from "bun";
 import { systemClock, type Clock } from "../clock.ts";
-import type { Logger } from "../log.ts";
+import { errorFields, type Logger } from "../log.ts";
+import { ControlCommand } from "../protocol.ts";
 import { HistoryUnavailable, type HistoryQuery, type HistoryRead } from "../history/history.ts";
 import {
   APPEND_SCRIPT,
@@ -32,10 +34,15 @@ import {
   runIdOf,
   type RedisHistoryOptions,
 } from "../history/redis.ts";
-import { PUBLISHED, type Broker, type BrokerStatus, type Deliver } from "./broker.ts";
+import { BrokerUnavailable, PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
 import { RedisChannels } from "./redis-channels.ts";
 
 const CHANNEL_PREFIX = "sb:";
+/**
+ * The control channel: commands for every node's connections (src/broker/broker.ts), `<origin node>|<JSON>`.
+ * `$` is outside the topic rule, so no topic's channel can be this one. Every node subscribes to it for its life.
+ */
+const CONTROL_CHANNEL = `${CHANNEL_PREFIX}$ctl`;
 /**
  * History reads of messages in flight per node. Each is bounded to half the backpressure limit (512 KiB by
  * default), so this bounds replies in flight to ~32 MiB; a read past it is refused as unavailable (the typed
@@ -115,11 +122,26 @@ export class RedisBroker implements Broker {
    * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
    * stalls: health probes that did not come back in time.
    */
-  readonly counters = { sent: 0, received: 0, dropped: 0, failed: 0, reconnects: 0, stalls: 0, subscribe_timeouts: 0, subscribe_failures: 0, reads_refused: 0 };
+  readonly counters = {
+    sent: 0,
+    received: 0,
+    dropped: 0,
+    failed: 0,
+    reconnects: 0,
+    stalls: 0,
+    subscribe_timeouts: 0,
+    subscribe_failures: 0,
+    reads_refused: 0,
+    /** Control commands sent by this node, received from others, and received but not understood (dropped). */
+    control_sent: 0,
+    control_received: 0,
+    control_invalid: 0,
+  };
   /** History reads of messages awaiting their reply (bounded by MAX_READS_IN_FLIGHT). */
   private readsInFlight = 0;
   private deliver: Deliver | undefined;
   private restored: (() => void) | undefined;
+  private onControl: ControlHandler | undefined;
   private link: Link | undefined;
   private lastError = "connecting";
   private closed = false;
@@ -154,9 +176,11 @@ export class RedisBroker implements Broker {
     );
   }
 
-  start(deliver: Deliver, restored?: () => void): void {
+  start(deliver: Deliver, restored?: () => void, control?: ControlHandler): void {
     this.deliver = deliver;
     this.restored = restored;
+    this.onControl = control;
+    this.channels.want(CONTROL_CHANNEL); // never dropped: subscribed on every connection, restored like the others
     this.stopHealth = this.clock.every(Math.max(10, Math.floor(this.options.timeoutMs / 4)), this.checkHealth);
     void this.run();
   }
@@ -272,8 +296,39 @@ export class RedisBroker implements Broker {
     this.channels.drop(CHANNEL_PREFIX + topic);
   }
 
+  /**
+   * Applied here first, then PUBLISHed on the control channel once (the other nodes apply it when it arrives;
+   * this node skips its own copy). Refused, and applied nowhere, while Redis is unreachable or past
+   * maxPendingBytes; resolves with this node's count once Redis took it (PUBLISH answered).
+   */
+  control(command: ControlCommand): Promise<number> {
+    const link = this.link;
+    const payload = this.prefix + JSON.stringify(command);
+    if (link === undefined) return Promise.reject(new BrokerUnavailable(`redis unreachable (${this.lastError}): applied on no node`));
+    if (link.pendingBytes + payload.length > this.options.maxPendingBytes) {
+      return Promise.reject(new BrokerUnavailable("redis is not keeping up (REDIS_MAX_PENDING_BYTES reached): applied on no node"));
+    }
+    const applied = this.onControl?.(command) ?? 0;
+    this.counters.control_sent++;
+    link.sent(payload.length);
+    return link.pub.publish(CONTROL_CHANNEL, payload).then(
+      () => {
+        link.onSent();
+        return applied;
+      },
+      (error: unknown) => {
+        link.onFailed();
+        const message = error instanceof Error ? error.message : String(error);
+        throw new BrokerUnavailable(`redis: ${message}: applied on this node; other nodes may or may not have it (a retry is safe)`);
+      },
+    );
+  }
+
+  /** Ready: connected, and hearing the control channel (a command sent now reaches this node). */
   status(): BrokerStatus {
-    return this.link !== undefined ? { kind: "redis", ready: true } : { kind: "redis", ready: false, detail: this.lastError };
+    if (this.link === undefined) return { kind: "redis", ready: false, detail: this.lastError };
+    if (!this.channels.isSubscribed(CONTROL_CHANNEL)) return { kind: "redis", ready: false, detail: "subscribing to the control channel" };
+    return { kind: "redis", ready: true };
   }
 
   gauges(): Record<string, number> {
@@ -310,6 +365,29 @@ export class RedisBroker implements Broker {
     if (cut < 0 || this.deliver === undefined) return;
     this.counters.received++;
     this.deliver(channel.slice(CHANNEL_PREFIX.length), payload.slice(cut + 1));
+  };
+
+  /** Another node's control command: checked (it comes over the network), then applied to this node's connections. */
+  private readonly onControlPayload = (payload: string): void => {
+    if (payload.startsWith(this.prefix)) return; // ours: applied when it was sent
+    let command: ControlCommand | undefined;
+    try {
+      const parsed = ControlCommand.safeParse(JSON.parse(payload.slice(payload.indexOf(SEPARATOR) + 1)));
+      if (parsed.success) command = parsed.data;
+    } catch {
+      // not JSON: counted below
+    }
+    if (command === undefined) {
+      this.counters.control_invalid++;
+      this.options.log.warn("redis_control_invalid", { payload: payload.slice(0, 200) });
+      return;
+    }
+    this.counters.control_received++;
+    try {
+      this.onControl?.(command);
+    } catch (error) {
+      this.options.log.error("handler_failed", { where: "control", ...errorFields(error) });
+    }
   };
 
   private readonly countFailure = (): void => void this.counters.failed++;
@@ -370,7 +448,7 @@ export class RedisBroker implements Broker {
         }
         this.link = link;
         this.channels.use({
-          subscribe: (channel) => sub.subscribe(channel, this.onPayload),
+          subscribe: (channel) => sub.subscribe(channel, channel === CONTROL_CHANNEL ? this.onControlPayload : this.onPayload),
           unsubscribe: (channel) => sub.unsubscribe(channel),
         });
         if (attempt > 0 || this.counters.reconnects > 0) {
