@@ -1,4 +1,5 @@
-// The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history), and the two WebSocket routes.
+// The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history, presence, and the commands
+// disconnect and unsubscribe for every node), and the two WebSocket routes.
 // Elysia performs the upgrade and carries the frame types (for Eden); the frames themselves are handled by the
 // Gateway's native handlers.
 import type { Server } from "bun";
@@ -7,7 +8,22 @@ import type { Config } from "./config.ts";
 import { TOO_DEEP, type Admitted, type Gateway } from "./gateway.ts";
 import { readBoundedText } from "./http/bounded-body.ts";
 import { textNestsTooDeep } from "./json-depth.ts";
-import { ClientFrame, dataOfStored, HttpBroadcastBody, HttpHistoryQuery, HttpPublishBody, Route, ServerFrame, type ErrorCode, type Json } from "./protocol.ts";
+import {
+  ClientFrame,
+  dataOfStored,
+  HttpBroadcastBody,
+  HttpDisconnectBody,
+  HttpHistoryQuery,
+  HttpPresenceQuery,
+  HttpPublishBody,
+  HttpUnsubscribeBody,
+  Route,
+  ServerFrame,
+  type ControlCommand,
+  type ErrorCode,
+  type Json,
+} from "./protocol.ts";
+import { BrokerUnavailable } from "./broker/broker.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
 import { apiKeyCheck } from "./auth/api-key.ts";
@@ -15,6 +31,8 @@ import { apiKeyCheck } from "./auth/api-key.ts";
 /** What a POST body of the HTTP API must look like, as its 400 and 405 answers say it. */
 const PUBLISH_SHAPE = '{"topic": string, "data": any JSON}';
 const BROADCAST_SHAPE = '{"topics": [string, ...], "data": any JSON}';
+const DISCONNECT_SHAPE = '{"user": string} or {"connectionId": string}';
+const UNSUBSCRIBE_SHAPE = '{"user": string, "topic": string} or {"connectionId": string, "topic": string}';
 
 
 /**
@@ -65,6 +83,35 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
         return refusal;
       },
     };
+  }
+
+  /**
+   * The options of a GET route of the HTTP API: its query schema, the key checked first (as for POST /publish:
+   * a caller without it learns nothing about the query's rules; `transform` runs before the query is
+   * validated, `beforeHandle` would run after), and a 400 naming what is wrong with the query.
+   */
+  const keyedQuery = <Query>(query: Query) => ({
+    query,
+    transform: ({ request }: { request: Request }) => checkApiKey(request.headers.get("authorization") ?? undefined),
+    error: ({ code, error }: { code: unknown; error: unknown }) => {
+      if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
+    },
+  });
+
+  /**
+   * Sends a command to every node's connections (the broker's control channel): `{"status":"sent", counted: N}`
+   * with N the connections it acted on here (other nodes report nothing back), or 503 when the other nodes
+   * cannot be reached (the message says whether this node applied it; src/broker/broker.ts).
+   */
+  async function sendControl<Counted extends string>(command: ControlCommand, counted: Counted) {
+    let acted: number;
+    try {
+      acted = await gateway.control(command);
+    } catch (error) {
+      if (!(error instanceof BrokerUnavailable)) throw error;
+      return status(503, { error: error.message });
+    }
+    return { status: "sent" as const, ...({ [counted]: acted } as Record<Counted, number>) };
   }
 
   /** POST `path`: a backend publishes without a socket. Today's /publish and the API's /api/publish. */
@@ -143,16 +190,35 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
           messages: read.messages.map((m) => ({ offset: m.offset, data: JSON.parse(dataOfStored(query.topic, m.frame)) as Json })),
         };
       },
-      {
-        query: HttpHistoryQuery,
-        // The key first, as for POST /publish: a caller without it learns nothing about the query's rules.
-        // (`transform` runs before the query is validated; `beforeHandle` would run after.)
-        transform: ({ request }) => checkApiKey(request.headers.get("authorization") ?? undefined),
-        error: ({ code, error }) => {
-          if (code === "VALIDATION") return status(400, { error: validationMessage(error) });
-        },
-      },
+      keyedQuery(HttpHistoryQuery),
     )
+    .use(onlyGet(Route.history, "topic=T&since=N&epoch=E&limit=K"))
+    // The presence and presence_stats requests of the socket protocol: their frames without `type` and `id`.
+    .get(
+      Route.presence,
+      async ({ query }) => {
+        const read = await gateway.topics.readPresence(query.topic, false);
+        if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
+        return read.truncated ? { topic: query.topic, clients: read.clients, truncated: true as const } : { topic: query.topic, clients: read.clients };
+      },
+      keyedQuery(HttpPresenceQuery),
+    )
+    .use(onlyGet(Route.presence, "topic=T"))
+    .get(
+      Route.presenceStats,
+      async ({ query }) => {
+        const read = await gateway.topics.readPresence(query.topic, true);
+        if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
+        return { topic: query.topic, clients: read.clients, users: read.users };
+      },
+      keyedQuery(HttpPresenceQuery),
+    )
+    .use(onlyGet(Route.presenceStats, "topic=T"))
+    // Commands for every node's connections; `closed` / `unsubscribed`: how many this node acted on.
+    .post(Route.disconnect, ({ body }) => sendControl({ type: "disconnect", ...body }, "closed"), { body: HttpDisconnectBody, ...jsonBody(DISCONNECT_SHAPE) })
+    .use(onlyPost(Route.disconnect, DISCONNECT_SHAPE))
+    .post(Route.unsubscribe, ({ body }) => sendControl({ type: "unsubscribe", ...body }, "unsubscribed"), { body: HttpUnsubscribeBody, ...jsonBody(UNSUBSCRIBE_SHAPE) })
+    .use(onlyPost(Route.unsubscribe, UNSUBSCRIBE_SHAPE))
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();
@@ -187,13 +253,22 @@ function httpStatusOf(code: ErrorCode): 400 | 503 | 504 {
   return code === "unavailable" ? 503 : code === "unconfirmed" ? 504 : 400;
 }
 
+/** A 405 answer naming the one method of the route and how to call it. */
+const wrongMethod = (allow: "GET" | "POST", usage: string) => ({ set }: { set: { headers: Record<string, unknown> } }) => {
+  set.headers.allow = allow;
+  return status(405, { error: usage });
+};
+
 /** 405 for the other methods on a POST route of the HTTP API, naming the route and its body. */
 function onlyPost(path: string, shape: string) {
-  const refuse = ({ set }: { set: { headers: Record<string, unknown> } }) => {
-    set.headers.allow = "POST";
-    return status(405, { error: `use POST ${path} with ${shape}` });
-  };
+  const refuse = wrongMethod("POST", `use POST ${path} with ${shape}`);
   return new Elysia().get(path, refuse).put(path, refuse).patch(path, refuse).delete(path, refuse);
+}
+
+/** 405 for the other methods on a GET route of the HTTP API, naming the route and its query. */
+function onlyGet(path: string, query: string) {
+  const refuse = wrongMethod("GET", `use GET ${path}?${query}`);
+  return new Elysia().post(path, refuse).put(path, refuse).patch(path, refuse).delete(path, refuse);
 }
 
 /** One line from zod's issues, e.g. `topic: must be 1-200 characters ...; data: required (null is a value)`. */

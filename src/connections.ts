@@ -1,6 +1,7 @@
 // The connection registry: every piece of per-connection bookkeeping in one place. Open connections, the
-// slots reserved for upgrades still being admitted, per-address counts, rate-limit buckets and what each
-// connection holds. Caps are checked and counted here, against the same numbers:
+// slots reserved for upgrades still being admitted, per-address counts, rate-limit buckets, what each
+// connection holds, and (with tokens) the connections of each user. Caps are checked and counted here,
+// against the same numbers:
 // an upgrade reserves its slot BEFORE the asynchronous token check, and the slot is released on refusal,
 // converted on open, or expires if the upgrade never completes. So MAX_CONNECTIONS and
 // MAX_CONNECTIONS_PER_IP hold under any number of simultaneous upgrades.
@@ -100,8 +101,15 @@ export type CapRefusal = "max_connections" | "max_connections_per_ip";
  */
 const RESERVATION_MS = 5000;
 
+const NONE: ReadonlySet<Conn> = new Set();
+
 export class ConnectionRegistry {
   readonly open = new Set<Conn>();
+  /**
+   * Open connections by their token's `sub` (tokens only: open mode pays nothing), so that the API's commands
+   * by user (disconnect, unsubscribe) find a user's connections without walking every connection.
+   */
+  private readonly byUser = new Map<string, Set<Conn>>();
   /** Connections per client address, open or being admitted (only with MAX_CONNECTIONS_PER_IP). */
   readonly perIp = new Map<string, number>();
   readonly rate: RateLimiter;
@@ -163,9 +171,27 @@ export class ConnectionRegistry {
     return true;
   }
 
-  /** Forgets a closed connection: its slot, its rate-limit hold. */
+  /** Gives an opened connection its verified token, and indexes it under the token's `sub`. */
+  identify(conn: Conn, identity: Identity): void {
+    conn.identity = identity;
+    const same = this.byUser.get(identity.sub);
+    if (same === undefined) this.byUser.set(identity.sub, new Set([conn]));
+    else same.add(conn);
+  }
+
+  /** The open connections of a user (token `sub`); empty in open mode. */
+  ofUser(user: string): ReadonlySet<Conn> {
+    return this.byUser.get(user) ?? NONE;
+  }
+
+  /** Forgets a closed connection: its slot, its rate-limit hold, its place in the user index. */
   remove(conn: Conn): void {
     this.open.delete(conn);
+    const user = conn.identity?.sub;
+    if (user !== undefined) {
+      const same = this.byUser.get(user);
+      if (same?.delete(conn) && same.size === 0) this.byUser.delete(user);
+    }
     if (conn.slot !== undefined) this.release(conn.slot);
     if (conn.bucket !== undefined) this.rate.release(conn.bucket);
   }

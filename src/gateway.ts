@@ -19,7 +19,7 @@ import { Hub } from "./hub.ts";
 import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { closeLabel, Metrics } from "./metrics.ts";
-import { ClientFrame, Close, encode, ErrorText, type FrameId, Route, type ErrorCode } from "./protocol.ts";
+import { ClientFrame, Close, encode, ErrorText, type ControlCommand, type FrameId, Route, type ErrorCode } from "./protocol.ts";
 import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics.ts";
 import type { HistoryRead } from "./history/history.ts";
 import type { Presence, PresenceList, PresenceStats } from "./presence/presence.ts";
@@ -91,6 +91,7 @@ export class Gateway {
         presence,
         connectionIdOf: (conn) => this.connectionId(conn),
         maxPresenceClients: PRESENCE_MAX_CLIENTS,
+        control: (command) => this.applyControl(command),
       },
     );
     this.heartbeat = new Heartbeat<Conn>({
@@ -150,6 +151,54 @@ export class Gateway {
     return `${this.idPrefix}-${conn.seq.toString(36)}`;
   }
 
+  /**
+   * Sends a command of the HTTP API (disconnect, unsubscribe) to every node, this one included, through the
+   * broker's control channel: the connections it acted on here, or BrokerUnavailable (src/broker/broker.ts).
+   */
+  control(command: ControlCommand): number | Promise<number> {
+    return this.broker.control(command);
+  }
+
+  /**
+   * A command of the control channel, from any node (this one included), applied to this node's `/connect`
+   * connections: `disconnect` closes them with 4003, `unsubscribe` ends their subscription of the topic as
+   * their own unsubscribe would and tells them (reason `server`). Returns how many it acted on.
+   */
+  private applyControl(command: ControlCommand): number {
+    // A copy: closing a connection removes it from the user's set.
+    const targets = command.user !== undefined ? [...this.registry.ofUser(command.user)] : this.withConnectionId(command.connectionId!);
+    let acted = 0;
+    for (const conn of targets) {
+      if (conn.closed || conn.echo) continue;
+      if (command.type === "disconnect") {
+        conn.ws.close(Close.disconnected.code, Close.disconnected.reason);
+        acted++;
+      } else if (this.topics.end(conn, command.topic, "server")) {
+        acted++;
+      }
+    }
+    if (acted > 0) {
+      const { type, ...target } = command;
+      this.log.info("control_applied", { command: type, ...target, connections: acted });
+    }
+    return acted;
+  }
+
+  /**
+   * The connection named `id` if it is open in this process. Ids are `<process prefix>-<seq in base 36>`: another
+   * process's id costs a string comparison; one of this process, a walk of its connections (no index: an
+   * admin command is rare, and an index would cost every connection memory).
+   */
+  private withConnectionId(id: string): Conn[] {
+    const own = `${this.idPrefix}-`;
+    if (!id.startsWith(own)) return [];
+    const digits = id.slice(own.length);
+    const seq = Number.parseInt(digits, 36);
+    if (!Number.isSafeInteger(seq) || seq.toString(36) !== digits) return [];
+    for (const conn of this.registry.open) if (conn.seq === seq) return [conn];
+    return [];
+  }
+
   /** Closes every socket with 1001; close handlers run synchronously, so the set empties as we go. */
   drain(): void {
     this.draining = true;
@@ -207,8 +256,8 @@ export class Gateway {
         heartbeat.track(conn);
         this.metrics.upgradesAccepted.inc(conn.echo ? "echo" : "connect");
         if (admitted.identity !== undefined) {
-          conn.identity = admitted.identity;
-          if (conn.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, conn.identity.expiresAtMs);
+          registry.identify(conn, admitted.identity);
+          if (admitted.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, admitted.identity.expiresAtMs);
         }
         if (limited && !conn.echo) conn.bucket = rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
         if (!conn.echo) {

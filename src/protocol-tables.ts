@@ -10,6 +10,10 @@ export const Route = {
   apiPublish: "/api/publish",
   broadcast: "/api/broadcast",
   history: "/api/history",
+  presence: "/api/presence",
+  presenceStats: "/api/presence_stats",
+  disconnect: "/api/disconnect",
+  unsubscribe: "/api/unsubscribe",
   healthz: "/healthz",
   readyz: "/readyz",
   metrics: "/metrics",
@@ -40,7 +44,7 @@ export const Close = {
   heartbeatTimeout: { code: 4000, reason: "heartbeat timeout", reconnect: "retry" },
   /** The token's `exp` passed while connected. Get a fresh token and reconnect. */
   tokenExpired: { code: 4001, reason: "token expired", reconnect: "new-token" },
-  /** A server-side kick (e.g. by an operator): do not reconnect. */
+  /** A server-side kick (POST /api/disconnect, by an operator or a backend): do not reconnect. */
   disconnected: { code: 4003, reason: "disconnected by server", reconnect: "stop" },
 } as const satisfies Record<string, { code: number; reason: string; reconnect: ReconnectPolicy }>;
 

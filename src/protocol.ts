@@ -127,6 +127,37 @@ export const HttpHistoryQuery = z
   })
   .refine((q) => (q.since === undefined) === (q.epoch === undefined), { message: "since and epoch go together", path: ["since"] });
 
+/** GET /api/presence and GET /api/presence_stats: the topic of a presence request. */
+export const HttpPresenceQuery = z.object({ topic: HttpPublishBody.shape.topic });
+
+/**
+ * Whom a command of the HTTP API acts on, on every node: every connection of a user (the token's `sub`; in open
+ * mode connections have none) or one connection (the `connectionId` its welcome frame named). Exactly one.
+ */
+const CommandTarget = {
+  user: z.string().min(1, "must be 1-1024 characters").max(1024, "must be 1-1024 characters").optional(),
+  connectionId: z.string().min(1, "must be 1-64 characters").max(64, "must be 1-64 characters").optional(),
+};
+const oneTarget = (target: { user?: string; connectionId?: string }): boolean => (target.user === undefined) !== (target.connectionId === undefined);
+const ONE_TARGET = { message: "give exactly one of user and connectionId" };
+
+/** POST /api/disconnect body: `{"user":S}` or `{"connectionId":S}`. */
+export const HttpDisconnectBody = z.object(CommandTarget).refine(oneTarget, ONE_TARGET);
+export type HttpDisconnectBody = z.infer<typeof HttpDisconnectBody>;
+/** POST /api/unsubscribe body: a target and the topic to take from it. */
+export const HttpUnsubscribeBody = z.object({ ...CommandTarget, topic: HttpPublishBody.shape.topic }).refine(oneTarget, ONE_TARGET);
+export type HttpUnsubscribeBody = z.infer<typeof HttpUnsubscribeBody>;
+
+/**
+ * A command on the broker's control channel (src/broker/broker.ts): what the API's disconnect and unsubscribe
+ * send to every node, each applying it to its own connections. Checked again where it arrives from another node.
+ */
+export const ControlCommand = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("disconnect"), ...CommandTarget }).refine(oneTarget, ONE_TARGET),
+  z.object({ type: z.literal("unsubscribe"), ...CommandTarget, topic: HttpPublishBody.shape.topic }).refine(oneTarget, ONE_TARGET),
+]);
+export type ControlCommand = z.infer<typeof ControlCommand>;
+
 export const ErrorCode = z.enum([
   "invalid_json",
   "invalid_message",
@@ -161,9 +192,12 @@ export const SubscribedFrame = z.strictObject({
 });
 /**
  * Why the server ended a subscription the client did not end: `recover` means this node's stream of the
- * topic broke (its Redis link was lost, or the topic's history was reset); subscribe again with `since`.
+ * topic broke (its Redis link was lost, or the topic's history was reset): subscribe again with `since`;
+ * `server` means a backend took the subscription away (POST /api/unsubscribe): do not subscribe again on
+ * your own.
  */
-export const UnsubscribeReason = z.enum(["recover"]);
+export const UnsubscribeReason = z.enum(["recover", "server"]);
+export type UnsubscribeReason = z.infer<typeof UnsubscribeReason>;
 export const UnsubscribedFrame = z.strictObject({ type: z.literal("unsubscribed"), topic: z.string(), reason: UnsubscribeReason.optional(), id });
 /** `offset` is present with history on: the message's place in its topic. */
 export const MessageFrame = z.strictObject({ type: z.literal("message"), topic: z.string(), data: Data, offset: z.number().optional() });
@@ -245,7 +279,7 @@ export const encode = {
       `{"type":"subscribed","topic":"${topic}"${at === undefined ? "" : `,"epoch":${JSON.stringify(at.epoch)},"offset":${at.offset}`}${recovered === undefined ? "" : `,"recovered":${recovered}`}`,
       frameId,
     ),
-  unsubscribed: (topic: string, frameId?: FrameId, reason?: z.infer<typeof UnsubscribeReason>): string =>
+  unsubscribed: (topic: string, frameId?: FrameId, reason?: UnsubscribeReason): string =>
     withId(`{"type":"unsubscribed","topic":"${topic}"${reason === undefined ? "" : `,"reason":"${reason}"`}`, frameId),
   /** `data` was parsed from JSON, so stringify cannot fail on cycles; it is serialized once per publish. */
   message: (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}}`,

@@ -12,7 +12,7 @@
 // when it breaks (its Redis link dropped messages, or the topic's history was reset), the topic's local
 // subscribers are told to resubscribe with `since` (`unsubscribed`, reason `recover`) and recover from there.
 import type { Identity } from "./auth/tokens.ts";
-import type { Broker } from "./broker/broker.ts";
+import type { Broker, ControlHandler } from "./broker/broker.ts";
 import type { Conn, PendingSubscription } from "./connections.ts";
 import { HistoryUnavailable, type HistoryRead } from "./history/history.ts";
 import { plan, Recovery } from "./history/recovery.ts";
@@ -30,6 +30,7 @@ import {
   type FrameId,
   type Json,
   type Position,
+  type UnsubscribeReason,
 } from "./protocol.ts";
 
 /** Why the pipeline refused an operation: an error frame on a socket, a 4xx (or 503) over HTTP. */
@@ -63,6 +64,8 @@ export interface PipelineOptions {
   recoveryBudgetBytes: number;
   /** The open connections, walked only when a topic's stream breaks (rare: a Redis link lost messages). */
   connections: () => Iterable<Conn>;
+  /** Where the broker hands commands of its control channel (the gateway applies them). */
+  control?: ControlHandler;
 }
 
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
@@ -74,6 +77,7 @@ const presenceTopic = (topic: string): string => `$presence:${topic}`;
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
+const PRESENCE_UNAVAILABLE: Refusal = { code: "unavailable", message: "presence store unavailable: retry later" };
 const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
 /** Longest a recovery waits for this node's stream to reach the client's `since` (normally a few ms). */
 const STREAM_WAIT_MS = 2000;
@@ -101,7 +105,7 @@ export class TopicPipeline {
     private readonly options: PipelineOptions,
   ) {
     this.history = options.historySize > 0;
-    broker.start(this.deliver, this.restored);
+    broker.start(this.deliver, this.restored, options.control);
   }
 
   /**
@@ -231,10 +235,28 @@ export class TopicPipeline {
 
   unsubscribe(conn: Conn, topic: string, id: FrameId | undefined): void {
     if (!isValidTopic(topic)) return this.replies.reject(conn, "invalid_topic", ErrorText.topicRule, id);
+    if (!this.drop(conn, topic)) return this.replies.reject(conn, "not_subscribed", `not subscribed to ${topic}`, id);
+    this.replies.send(conn, encode.unsubscribed(topic, id));
+  }
+
+  /**
+   * The server ends `conn`'s subscription of `topic` (POST /api/unsubscribe: reason `server`; a broken stream:
+   * `recover`) exactly as the client's unsubscribe would: native delivery stops, its presence entry goes (a
+   * leave is announced), the topic is released, then `{"type":"unsubscribed","topic":T,"reason":R}` tells the
+   * client, after every message of T it was sent. False when the connection does not hold the topic.
+   */
+  end(conn: Conn, topic: string, reason: UnsubscribeReason): boolean {
+    if (!this.drop(conn, topic)) return false;
+    this.replies.send(conn, encode.unsubscribed(topic, undefined, reason));
+    return true;
+  }
+
+  /** Ends a subscription held (active or pending) and releases the topic; false when it is not held. */
+  private drop(conn: Conn, topic: string): boolean {
     const held = conn.topics?.get(topic);
-    if (held === undefined) return this.replies.reject(conn, "not_subscribed", `not subscribed to ${topic}`, id);
+    if (held === undefined) return false;
     conn.topics!.delete(topic);
-    if (held === null) this.end(conn, topic);
+    if (held === null) this.withdraw(conn, topic);
     else {
       this.forget(topic, held);
       // A subscription cancelled before it was confirmed: its subscribes are answered first, so the replies
@@ -242,7 +264,7 @@ export class TopicPipeline {
       for (const replyId of held.replies) this.replies.send(conn, encode.subscribed(topic, replyId));
     }
     this.release(topic);
-    this.replies.send(conn, encode.unsubscribed(topic, id));
+    return true;
   }
 
   /** The connection closed: every topic it held loses a subscriber (Bun already dropped the native ones). */
@@ -258,16 +280,21 @@ export class TopicPipeline {
   }
 
   /** A presence or presence_stats request: needs subscribe permission, like history. */
+  readPresence(topic: string, stats: false, identity?: Identity): Refusal | PresenceList | Promise<Refusal | PresenceList>;
+  readPresence(topic: string, stats: true, identity?: Identity): Refusal | PresenceStats | Promise<Refusal | PresenceStats>;
+  readPresence(topic: string, stats: boolean, identity?: Identity): Refusal | PresenceList | PresenceStats | Promise<Refusal | PresenceList | PresenceStats>;
   readPresence(topic: string, stats: boolean, identity?: Identity): Refusal | PresenceList | PresenceStats | Promise<Refusal | PresenceList | PresenceStats> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
     if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
       return { code: "forbidden", message: `not allowed to see who is in ${topic}` };
     }
-    return stats ? this.options.presence.stats(topic) : this.options.presence.list(topic, this.options.maxPresenceClients);
+    const read = stats ? this.options.presence.stats(topic) : this.options.presence.list(topic, this.options.maxPresenceClients);
+    // A shared store may fail (Redis down): the request is answered, never left hanging.
+    return read instanceof Promise ? read.catch((): Refusal => PRESENCE_UNAVAILABLE) : read;
   }
 
   /** An active subscription ends here: native delivery of the topic (and its join/leave) stops, then `leave`. */
-  private end(conn: Conn, topic: string): void {
+  private withdraw(conn: Conn, topic: string): void {
     this.hub.deactivate(conn.ws, topic);
     this.hub.deactivate(conn.ws, presenceTopic(topic));
     this.absent(conn, topic);
@@ -477,13 +504,8 @@ export class TopicPipeline {
     }
     this.metrics.streamBreaks++;
     for (const conn of this.options.connections()) {
-      const held = conn.topics?.get(topic);
-      if (held === null) {
-        conn.topics!.delete(topic);
-        this.end(conn, topic);
-        this.release(topic);
-        this.replies.send(conn, encode.unsubscribed(topic, undefined, "recover"));
-      }
+      // Active subscriptions only: a pending one takes its position from its own read.
+      if (conn.topics?.get(topic) === null) this.end(conn, topic, "recover");
     }
   }
 

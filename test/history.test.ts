@@ -170,6 +170,8 @@ describe("history requests", () => {
     expect(((await res.json()) as { messages: unknown[] }).messages).toEqual(entries(120, 120));
     res = await get("topic=h", "Bearer wrong-key-wrong-key");
     expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
+    res = await fetch(`${server.url}/api/history?topic=h`, { method: "POST", headers: { authorization: `Bearer ${KEY}` } });
+    expect([res.status, res.headers.get("allow")]).toEqual([405, "GET"]);
     res = await get("limit=0", "Bearer wrong-key-wrong-key"); // the key is checked before the query
     expect([res.status, await res.json()]).toEqual([401, { error: "invalid API key" }]);
     for (const query of ["topic=h&limit=0", "topic=h&limit=101", "topic=h&limit=x", "topic=h&since=3", "topic=bad%20topic", "", "topic=h&since=-1&epoch=e"]) {
