@@ -86,6 +86,12 @@ export interface ClientEvents {
    * now on arrive. `epoch`/`offset`: the topic's position then (servers with history on).
    */
   subscribed: { topic: string; epoch: string | undefined; offset: number | undefined };
+  /**
+   * The server took a subscription away (`reason: "server"`: a backend's POST /api/unsubscribe). The topic and
+   * all its handlers are dropped, as if every unsubscribe function of it had been called: no more messages,
+   * and it is not resubscribed on reconnect. Call subscribe() again to hold it again.
+   */
+  unsubscribed: { topic: string; reason: "server" };
 }
 
 export interface SubscribeOptions {
@@ -259,6 +265,7 @@ export class SwitchboardClient {
     error: new Set(),
     recovery: new Set(),
     subscribed: new Set(),
+    unsubscribed: new Set(),
   };
   private nextId = 1;
   private attempt = 0;
@@ -728,6 +735,7 @@ export class SwitchboardClient {
       case "unsubscribed":
         if (typeof frame.id === "number") this.control.delete(frame.id);
         else if (frame.reason === "recover") this.recover(frame.topic);
+        else if (frame.reason === "server") this.dismissed(frame.topic);
         return;
       case "welcome":
         this.onWelcome(frame);
@@ -777,6 +785,19 @@ export class SwitchboardClient {
     if (subscription === undefined || this.state !== "open") return;
     subscription.resuming = true;
     this.sendSubscribe(topic, subscription);
+  }
+
+  /**
+   * The server ended a subscription (a backend's POST /api/unsubscribe): drop the topic and its handlers, and
+   * say so. Unless a subscribe of the topic is still unanswered: it was sent after the server ended the topic
+   * (the server answers in order), so the server will hold the topic again and its answer decides.
+   */
+  private dismissed(topic: string): void {
+    const subscription = this.topics.get(topic);
+    if (subscription === undefined) return;
+    if (subscription.subscribeId !== undefined && this.control.has(subscription.subscribeId)) return;
+    this.topics.delete(topic);
+    this.emit("unsubscribed", { topic, reason: "server" });
   }
 
   private onError(frame: FrameOf<"error">): void {

@@ -379,7 +379,7 @@ export async function spawnEntry(
 
 /** Records every event of a typed client, in order (for tests of src/client.ts). */
 export function recordEvents(client: SwitchboardClient) {
-  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [], recovery: [], subscribed: [] };
+  const events: { [K in keyof ClientEvents]: ClientEvents[K][] } = { open: [], close: [], reconnecting: [], error: [], recovery: [], subscribed: [], unsubscribed: [] };
   for (const name of Object.keys(events) as (keyof ClientEvents)[]) client.on(name, (e) => events[name].push(e as never));
   return events;
 }

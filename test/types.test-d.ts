@@ -161,3 +161,26 @@ export function narrowPresence(frame: ServerFrame): string {
       return "";
   }
 }
+
+// The server API's presence routes and commands are typed for Eden; the client's `unsubscribed` event too.
+export async function serverApiTypes() {
+  const api = treaty<App>("localhost:3000");
+  const headers = { authorization: "Bearer key" };
+  const presence = await api.api.presence.get({ query: { topic: "room" }, headers });
+  if (presence.data && "clients" in presence.data) {
+    const ids: string[] = presence.data.clients.map((c) => c.connectionId);
+    void ids;
+  }
+  const stats = await api.api.presence_stats.get({ query: { topic: "room" }, headers });
+  if (stats.data && "users" in stats.data) assert<Equal<typeof stats.data.users, number>>(true);
+  const kicked = await api.api.disconnect.post({ user: "ann" }, { headers });
+  if (kicked.data && "closed" in kicked.data) assert<Equal<typeof kicked.data.closed, number>>(true);
+  const removed = await api.api.unsubscribe.post({ connectionId: "c-1", topic: "room" }, { headers });
+  if (removed.data && "unsubscribed" in removed.data) assert<Equal<typeof removed.data.status, "sent">>(true);
+  // @ts-expect-error unsubscribe needs the topic
+  await api.api.unsubscribe.post({ user: "ann" }, { headers });
+  // @ts-expect-error the topic is required
+  await api.api.presence.get({ query: {}, headers });
+  const client = connect("http://localhost:3000");
+  client.on("unsubscribed", ({ topic, reason }) => void (topic + (reason satisfies "server")));
+}
