@@ -75,6 +75,13 @@ export const ConfigSchema = z.object({
    * the history was lost); a day costs ~150 bytes of Redis per topic published or subscribed that day.
    */
   HISTORY_META_TTL_MS: integer(86_400_000, 1000, 365 * 86_400_000),
+  /**
+   * Redis: a presence entry not refreshed this long is gone (its node crashed): others see it leave. Each node
+   * refreshes its entries every third of it; 30 s keeps that at one script per topic every 10 s per node.
+   */
+  PRESENCE_TTL_MS: integer(30_000, 300, 3_600_000),
+  /** Most entries a presence request returns (`truncated: true` past it): a list of 10,000 is ~1 MB of JSON. */
+  PRESENCE_MAX_CLIENTS: integer(10_000, 1, 1_000_000),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
   WORKERS: z
     .string()

@@ -24,8 +24,6 @@ import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics.ts";
 import type { HistoryRead } from "./history/history.ts";
 import type { Presence, PresenceList, PresenceStats } from "./presence/presence.ts";
 
-/** Most entries a presence request returns (beyond it: `truncated: true`). A setting with issue 11's Redis presence. */
-const PRESENCE_MAX_CLIENTS = 10_000;
 
 export { Conn };
 type Socket = ServerWebSocket<Conn>;
@@ -90,7 +88,7 @@ export class Gateway {
         connections: () => this.registry.open,
         presence,
         connectionIdOf: (conn) => this.connectionId(conn),
-        maxPresenceClients: PRESENCE_MAX_CLIENTS,
+        maxPresenceClients: config.PRESENCE_MAX_CLIENTS,
         control: (command) => this.applyControl(command),
       },
     );

@@ -12,6 +12,7 @@ import type { Hub } from "./hub.ts";
 import { Logger } from "./log.ts";
 import { MemoryHistory } from "./history/memory.ts";
 import { MemoryPresence } from "./presence/memory.ts";
+import { RedisPresence } from "./presence/redis.ts";
 import type { Presence } from "./presence/presence.ts";
 import type { TopicPipeline } from "./topics.ts";
 
@@ -64,8 +65,26 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
     // Every subscribe and publish would fail on it (1011): refuse the combination up front instead.
     throw new Error(`HISTORY_SIZE=${config.HISTORY_SIZE} needs a broker with a history store; pass one, or set HISTORY_SIZE=0`);
   }
-  const gateway = new Gateway(config, broker, log, clock, deps.presence ?? new MemoryPresence());
+  // Presence: in Redis beside a Redis broker (on its connection), else this process's memory. The Redis store
+  // reports expired and re-added entries to the pipeline, which the gateway creates next: bound once it exists.
+  let topics: TopicPipeline | undefined;
+  let stopPresence = () => {};
+  let presence = deps.presence;
+  if (presence === undefined && broker instanceof RedisBroker) {
+    const store = new RedisPresence({
+      send: (command, args) => broker.command(command, args),
+      ttlMs: config.PRESENCE_TTL_MS,
+      now: () => clock.wall(),
+      expired: (topic, entries) => topics?.expired(topic, entries),
+      rejoined: (topic, entries) => topics?.rejoined(topic, entries),
+    });
+    // One timer for all entries: each round is one script per topic this node has entries in.
+    stopPresence = clock.every(Math.max(100, Math.floor(config.PRESENCE_TTL_MS / 3)), () => store.refreshAll());
+    presence = store;
+  }
+  const gateway = new Gateway(config, broker, log, clock, presence ?? new MemoryPresence());
   hub = gateway.hub;
+  topics = gateway.topics;
   const app = createApp(config, gateway, log);
   try {
     app.listen({
@@ -78,6 +97,7 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
     });
   } catch (error) {
     gateway.stop();
+    stopPresence();
     void broker.close();
     throw error;
   }
@@ -94,6 +114,7 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
       // Close handlers run synchronously, so sockets are gone; stop(true) also ends idle HTTP keep-alives.
       await Promise.race([server.stop(true), grace]);
       gateway.stop();
+      stopPresence();
       await Promise.race([broker.close(), grace]);
       gateway.hub.detach();
     })());

@@ -16,7 +16,7 @@ import type { Broker, ControlHandler } from "./broker/broker.ts";
 import type { Conn, PendingSubscription } from "./connections.ts";
 import { HistoryUnavailable, type HistoryRead } from "./history/history.ts";
 import { plan, Recovery } from "./history/recovery.ts";
-import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence/presence.ts";
+import { presenceTopic, type Presence, type PresenceEntry, type PresenceList, type PresenceStats } from "./presence/presence.ts";
 import type { Hub } from "./hub.ts";
 import type { Metrics } from "./metrics.ts";
 import {
@@ -69,11 +69,7 @@ export interface PipelineOptions {
 }
 
 const INVALID_TOPIC: Refusal = { code: "invalid_topic", message: ErrorText.topicRule };
-/**
- * The internal topic a topic's join/leave go out on. `$` is outside the topic name rule, so no client topic can
- * be it; `presence: true` subscribers are natively subscribed to it beside the topic.
- */
-const presenceTopic = (topic: string): string => `$presence:${topic}`;
+
 const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailable };
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
@@ -307,10 +303,23 @@ export class TopicPipeline {
     else if (removed !== undefined) this.announce(topic, encode.leave(topic, removed));
   }
 
-  /** Join/leave go to the topic's `presence: true` subscribers through Bun's native publish, serialized once. */
+  /**
+   * Join/leave go to the topic's `presence: true` subscribers on every node (the broker's `announce`), through
+   * Bun's native publish on each, serialized once.
+   */
   private announce(topic: string, frame: string): void {
     this.metrics.presenceEvents++;
-    this.hub.deliver(presenceTopic(topic), frame);
+    this.broker.announce(topic, frame);
+  }
+
+  /** Entries of other nodes found expired (a node that stopped refreshing: crashed): each left, announced once. */
+  expired(topic: string, entries: readonly PresenceEntry[]): void {
+    for (const entry of entries) this.announce(topic, encode.leave(topic, entry));
+  }
+
+  /** Entries of this node that the shared store had lost, put back by a refresh: they are there again. */
+  rejoined(topic: string, entries: readonly PresenceEntry[]): void {
+    for (const entry of entries) this.announce(topic, encode.join(topic, entry));
   }
 
   /**
@@ -466,10 +475,19 @@ export class TopicPipeline {
     const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
     if (pending.info !== undefined) entry.info = pending.info;
     const added = this.options.presence.add(topic, entry);
-    if (added instanceof Promise) void added.then((fresh) => fresh && this.announce(topic, encode.join(topic, entry)), () => {});
-    else if (added) this.announce(topic, encode.join(topic, entry));
     this.hub.activate(conn.ws, topic);
-    if (pending.presence === true) this.hub.activate(conn.ws, presenceTopic(topic));
+    if (!(added instanceof Promise)) {
+      if (added) this.announce(topic, encode.join(topic, entry));
+      if (pending.presence === true) this.hub.activate(conn.ws, presenceTopic(topic));
+      return;
+    }
+    // A shared store answers later: the join goes out then (this node's watchers first), and only after it does
+    // this socket start hearing join/leave, so it never hears its own.
+    const joined = (fresh: boolean) => {
+      if (fresh) this.announce(topic, encode.join(topic, entry));
+      if (pending.presence === true && !conn.closed && conn.topics?.get(topic) === null) this.hub.activate(conn.ws, presenceTopic(topic));
+    };
+    void added.then(joined, () => joined(false));
   }
 
   /**

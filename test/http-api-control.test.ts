@@ -168,18 +168,35 @@ describe("POST /api/disconnect", () => {
 describe("POST /api/unsubscribe", () => {
   test("by user across nodes: exact frames, no message of the topic after them, other topics and users untouched, a watcher sees the leave", async () => {
     const { a, b, annA, annB, bobA, bobB } = await twoNodes();
+    await subscribe(bobA.c, "room", { presence: true }); // first: it hears the others join, on both nodes
     await subscribe(annA.c, "room", { info: { name: "ann" } });
     await subscribe(annA.c, "other");
     await subscribe(annB.c, "room");
     await subscribe(bobB.c, "room");
-    await subscribe(bobA.c, "room", { presence: true }); // last: it hears no join of the others
+    const annOnA = { connectionId: annA.id, user: "ann", info: { name: "ann" } };
+    const annOnB = { connectionId: annB.id, user: "ann" };
+    const bobOnB = { connectionId: bobB.id, user: "bob" };
+    const byId = (x: { connectionId: string }, y: { connectionId: string }) => x.connectionId.localeCompare(y.connectionId);
+    const events = async (n: number) => {
+      const got: { type: string; client: { connectionId: string } }[] = [];
+      for (let i = 0; i < n; i++) got.push((await bobA.c.json()) as (typeof got)[number]); // one at a time: one waiter
+      return got;
+    };
+    // Presence is cluster-wide: joins made on either node reach the watcher once each (their order across
+    // nodes is not promised).
+    const joins = await events(3);
+    expect(joins.every((e) => e.type === "join")).toBe(true);
+    expect(joins.map((e) => e.client).toSorted(byId)).toEqual([annOnA, annOnB, bobOnB].toSorted(byId));
 
     expect(await call(b, "POST", "/api/unsubscribe", { user: "ann", topic: "room" })).toEqual([200, { status: "sent", unsubscribed: 1 }]);
     expect(await annB.c.text()).toBe('{"type":"unsubscribed","topic":"room","reason":"server"}');
     expect(await annA.c.text()).toBe('{"type":"unsubscribed","topic":"room","reason":"server"}');
-    // Presence is per node for now: the watcher on A hears ann on A leave, exactly as after her own unsubscribe.
-    expect(await bobA.c.json()).toEqual({ type: "leave", topic: "room", client: { connectionId: annA.id, user: "ann", info: { name: "ann" } } });
-    expect(await call(a, "GET", "/api/presence?topic=room")).toEqual([200, { topic: "room", clients: [{ connectionId: bobA.id, user: "bob" }] }]);
+    // The watcher hears both of ann's connections leave, exactly as after her own unsubscribes.
+    const leaves = await events(2);
+    expect(leaves.every((e) => e.type === "leave")).toBe(true);
+    expect(leaves.map((e) => e.client).toSorted(byId)).toEqual([annOnA, annOnB].toSorted(byId));
+    const [status, body] = await call(a, "GET", "/api/presence?topic=room");
+    expect([status, (body as { clients: { connectionId: string }[] }).clients.toSorted(byId)]).toEqual([200, [{ connectionId: bobA.id, user: "bob" }, bobOnB].toSorted(byId)]);
 
     // A message of the room reaches bob on both nodes and neither ann: once bob has it on a node, so would ann there.
     expect(await call(a, "POST", "/api/publish", { topic: "room", data: "after" })).toMatchObject([200, { status: "published" }]);
@@ -197,6 +214,7 @@ describe("POST /api/unsubscribe", () => {
     // By connectionId, across nodes: bob on B only.
     expect(await call(a, "POST", "/api/unsubscribe", { connectionId: bobB.id, topic: "room" })).toEqual([200, { status: "sent", unsubscribed: 0 }]);
     expect(await bobB.c.text()).toBe('{"type":"unsubscribed","topic":"room","reason":"server"}');
+    expect(await bobA.c.json()).toEqual({ type: "leave", topic: "room", client: bobOnB });
     await nothingMore(bobA.c);
     expect(a.topics.localInterest("room")).toBe(1);
     expect(b.topics.localInterest("room")).toBe(0);
@@ -353,8 +371,8 @@ describe("refusals of the new routes", () => {
       const unreachable = { error: expect.stringMatching(/^redis unreachable \(.+\): applied on no node$/) };
       expect(await call(a, "POST", "/api/disconnect", { user: "ann" })).toEqual([503, unreachable]);
       expect(await call(a, "POST", "/api/unsubscribe", { user: "ann", topic: "room" })).toEqual([503, unreachable]);
-      // The presence routes read this node's presence: they still answer.
-      expect(await call(a, "GET", "/api/presence_stats?topic=room")).toEqual([200, { topic: "room", clients: 1, users: 1 }]);
+      // Presence lives in Redis too: its routes answer 503 while it is down.
+      expect(await call(a, "GET", "/api/presence_stats?topic=room")).toEqual([503, { error: "presence store unavailable: retry later" }]);
       await nothingMore(annA.c);
     } finally {
       await redis.start();

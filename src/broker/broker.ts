@@ -70,6 +70,12 @@ export interface Broker {
    * throw on both.
    */
   append(topic: string, head: string): number | Promise<number>;
+  /**
+   * A presence event (`join`/`leave` frame of `topic`) for the topic's `presence: true` subscribers on every
+   * node, this one included (delivered on the internal topic `presenceTopic(topic)`). At most once per node;
+   * across nodes best effort like a history-less publish: dropped while the transport is down.
+   */
+  announce(topic: string, frame: string): void;
   /** Whether this broker was built with a history store (append and read work). */
   readonly storesHistory: boolean;
   read(topic: string, query: HistoryQuery): HistoryRead | Promise<HistoryRead>;

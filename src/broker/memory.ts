@@ -4,6 +4,7 @@
 import type { HistoryQuery, HistoryRead } from "../history/history.ts";
 import type { MemoryHistory } from "../history/memory.ts";
 import type { ControlCommand } from "../protocol.ts";
+import { presenceTopic } from "../presence/presence.ts";
 import { PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
 
 export class MemoryBroker implements Broker {
@@ -38,6 +39,9 @@ export class MemoryBroker implements Broker {
   read(topic: string, query: HistoryQuery): HistoryRead {
     if (this.history === undefined) throw new Error("broker without history");
     return this.history.read(topic, query);
+  }
+  announce(topic: string, frame: string): void {
+    this.deliver?.(presenceTopic(topic), frame);
   }
   subscribe(_topic: string): undefined {
     return undefined;

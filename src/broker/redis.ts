@@ -36,8 +36,11 @@ import {
 } from "../history/redis.ts";
 import { BrokerUnavailable, PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
 import { RedisChannels } from "./redis-channels.ts";
+import { presenceTopic } from "../presence/presence.ts";
 
 const CHANNEL_PREFIX = "sb:";
+/** Marks a presence event on a topic's channel (node ids are hex, history payloads start with `#`). */
+const EVENT_MARK = "!";
 /**
  * The control channel: commands for every node's connections (src/broker/broker.ts), `<origin node>|<JSON>`.
  * `$` is outside the topic rule, so no topic's channel can be this one. Every node subscribes to it for its life.
@@ -136,6 +139,10 @@ export class RedisBroker implements Broker {
     control_sent: 0,
     control_received: 0,
     control_invalid: 0,
+    /** Presence events (join/leave) sent to other nodes, received from any node, not sent (Redis down). */
+    events_sent: 0,
+    events_received: 0,
+    events_dropped: 0,
   };
   /** History reads of messages awaiting their reply (bounded by MAX_READS_IN_FLIGHT). */
   private readsInFlight = 0;
@@ -183,6 +190,29 @@ export class RedisBroker implements Broker {
     this.channels.want(CONTROL_CHANNEL); // never dropped: subscribed on every connection, restored like the others
     this.stopHealth = this.clock.every(Math.max(10, Math.floor(this.options.timeoutMs / 4)), this.checkHealth);
     void this.run();
+  }
+
+  /**
+   * Presence events go to this node's watchers at once (before the caller subscribes a joiner to them), then on
+   * the topic's own channel as `!<node>|<frame>` to every other node subscribed to the topic (the ones with
+   * local subscribers, watchers included); the origin skips its own copy.
+   */
+  announce(topic: string, frame: string): void {
+    this.deliver?.(presenceTopic(topic), frame);
+    const link = this.link;
+    if (link === undefined) {
+      this.counters.events_dropped++;
+      return;
+    }
+    this.counters.events_sent++;
+    void link.pub.publish(CHANNEL_PREFIX + topic, EVENT_MARK + this.prefix + frame).then(undefined, this.countFailure);
+  }
+
+  /** One command on the command connection, for stores beside the broker (presence); rejects while Redis is down. */
+  command(command: string, args: string[]): Promise<unknown> {
+    const link = this.link;
+    if (link === undefined) return Promise.reject(new Error(`redis unreachable: ${this.lastError}`));
+    return link.pub.send(command, args);
   }
 
   publish(topic: string, frame: string): Promise<void> {
@@ -353,6 +383,14 @@ export class RedisBroker implements Broker {
    * or, for history topics, `#<offset>#<epoch>|<frame>` from the append script, delivered by every node.
    */
   private readonly onPayload = (payload: string, channel: string): void => {
+    if (payload.charCodeAt(0) === 33 /* ! */) {
+      if (this.deliver === undefined || payload.startsWith(this.prefix, 1)) return; // ours: delivered when sent
+      const cut = payload.indexOf(SEPARATOR);
+      if (cut < 0) return;
+      this.counters.events_received++;
+      this.deliver(presenceTopic(channel.slice(CHANNEL_PREFIX.length)), payload.slice(cut + 1));
+      return;
+    }
     if (payload.charCodeAt(0) === 35 /* # */) {
       const stored = parseHistoryPayload(payload);
       if (stored === undefined || this.deliver === undefined) return;

@@ -11,6 +11,12 @@
 // - Every method may answer synchronously (this process's memory) or with a promise (a shared store).
 import type { Json } from "../protocol.ts";
 
+/**
+ * The internal topic a topic's join/leave go out on. `$` is outside the topic name rule, so no client topic can
+ * be it; `presence: true` subscribers are natively subscribed to it beside the topic.
+ */
+export const presenceTopic = (topic: string): string => `$presence:${topic}`;
+
 export interface PresenceEntry {
   connectionId: string;
   /** The token's `sub`; null in open mode. */

@@ -11,8 +11,8 @@
 // Redis lost (restarted empty, or removed after this node was cut off longer than the TTL), and reports it as a
 // join: watchers that were told it left are told it is back.
 //
-// Not wired into the pipeline yet (the pipeline uses src/presence/memory.ts): this is the store and its
-// contract, tested on its own against a real Redis (test/presence-redis.test.ts).
+// The store keeps this node's own entries (an index per topic) to refresh them: `refreshAll()` runs on the
+// heartbeat's clock every ttlMs / 3, one script per topic with local entries.
 import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence.ts";
 
 /** Sends one command (the broker's connection, or any RedisClient's `send`). */
@@ -108,16 +108,28 @@ export interface RedisPresenceOptions {
   now?: () => number;
   /** Entries that expired, found by any call: the caller announces each as a leave (exactly once cluster-wide). */
   expired?: (topic: string, entries: PresenceEntry[]) => void;
+  /** This node's entries a refresh put back (Redis had lost them): the caller announces each as a join. */
+  rejoined?: (topic: string, entries: PresenceEntry[]) => void;
 }
 
 export class RedisPresence implements Presence {
   private readonly now: () => number;
+  /** This node's entries, per topic: what its refreshes keep alive. */
+  private readonly local = new Map<string, Map<string, PresenceEntry>>();
+  private localEntries = 0;
+  /** Scripts sent by refreshes (for /metrics: the cost of presence in Redis commands). */
+  refreshes = 0;
 
   constructor(private readonly options: RedisPresenceOptions) {
     this.now = options.now ?? Date.now;
   }
 
   async add(topic: string, entry: PresenceEntry): Promise<boolean> {
+    // Kept locally first: if Redis is down now, the next refresh that reaches it adds the entry (a join then).
+    let mine = this.local.get(topic);
+    if (mine === undefined) this.local.set(topic, (mine = new Map()));
+    if (!mine.has(entry.connectionId)) this.localEntries++;
+    mine.set(entry.connectionId, entry);
     const { ttlMs } = this.options;
     const now = this.now();
     const [fresh, gone] = (await this.run("add", topic, [String(now), entry.connectionId, JSON.stringify(entry), entry.user ?? "", String(now + ttlMs), String(ttlMs * 2)])) as [number, string[]];
@@ -126,6 +138,11 @@ export class RedisPresence implements Presence {
   }
 
   async remove(topic: string, connectionId: string): Promise<PresenceEntry | undefined> {
+    const mine = this.local.get(topic);
+    if (mine?.delete(connectionId)) {
+      this.localEntries--;
+      if (mine.size === 0) this.local.delete(topic);
+    }
     const entry = (await this.run("remove", topic, [connectionId])) as string | null;
     return entry === null ? undefined : (JSON.parse(entry) as PresenceEntry);
   }
@@ -139,6 +156,21 @@ export class RedisPresence implements Presence {
     const [gone, back] = (await this.run("refresh", topic, args)) as [string[], string[]];
     this.report(topic, gone);
     return back.map((json) => JSON.parse(json) as PresenceEntry);
+  }
+
+  /** Refreshes every topic this node has entries in (one script each); failures wait for the next round. */
+  refreshAll(): void {
+    for (const [topic, mine] of this.local) {
+      this.refreshes++;
+      this.refresh(topic, [...mine.values()]).then(
+        (back) => back.length > 0 && this.options.rejoined?.(topic, back),
+        () => {}, // Redis down or slow: the entries live ttlMs, the next round tries again
+      );
+    }
+  }
+
+  gauges(): Record<string, number> {
+    return { entries: this.localEntries, topics: this.local.size, refreshes: this.refreshes };
   }
 
   async list(topic: string, max: number): Promise<PresenceList> {
