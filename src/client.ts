@@ -99,6 +99,8 @@ export interface SubscribeOptions {
   since?: Position;
   /** This subscription's presence `info`: a small JSON object (at most 1 KiB as JSON) others see. */
   info?: { [key: string]: Json };
+  /** Ask for join/leave of the topic's other members (implied by onJoin / onLeave). */
+  presence?: boolean;
   /** Called when another member joins / leaves the topic (asks the server for `presence: true`). */
   onJoin?: (client: PresenceClient) => void;
   onLeave?: (client: PresenceClient) => void;
@@ -179,7 +181,7 @@ interface Subscription {
   handlers: Set<Handler<never>>;
   subscribeId: number | undefined;
   /** Presence options of the first subscribe() of the topic (sent again on every resubscribe). */
-  presence: Pick<SubscribeOptions, "info" | "onJoin" | "onLeave">;
+  presence: Pick<SubscribeOptions, "presence" | "info" | "onJoin" | "onLeave">;
   /** The last message handled (or the position the server reported), when the server has history. */
   position: Position | undefined;
   /** The position the pending subscribe asked to resume from. */
@@ -351,11 +353,11 @@ export class SwitchboardClient {
     let subscription = this.topics.get(topic);
     if (subscription === undefined) {
       const since = options.since;
-      const { info, onJoin, onLeave } = options;
+      const { presence, info, onJoin, onLeave } = options;
       subscription = {
         handlers: new Set(),
         subscribeId: undefined,
-        presence: { info, onJoin, onLeave },
+        presence: { presence, info, onJoin, onLeave },
         position: since,
         since: undefined,
         resuming: since !== undefined,
@@ -884,10 +886,10 @@ export class SwitchboardClient {
   private sendSubscribe(topic: string, subscription: Subscription): void {
     const since = subscription.position === undefined ? undefined : { ...subscription.position };
     subscription.since = since;
-    const { info, onJoin, onLeave } = subscription.presence;
+    const { presence, info, onJoin, onLeave } = subscription.presence;
     const frame: Extract<ClientFrame, { type: "subscribe" }> = { type: "subscribe", topic, id: this.nextId++ };
     if (since !== undefined) frame.since = since;
-    if (onJoin !== undefined || onLeave !== undefined) frame.presence = true;
+    if (presence === true || onJoin !== undefined || onLeave !== undefined) frame.presence = true;
     if (info !== undefined) frame.info = info;
     this.control.set(frame.id as number, { type: "subscribe", topic });
     subscription.subscribeId = frame.id as number;

@@ -98,6 +98,18 @@ describe("presence on one node", () => {
   });
 });
 
+describe("PRESENCE_MAX_CLIENTS", () => {
+  test("a presence request returns at most that many entries and says it is truncated; stats count them all", async () => {
+    const server = serve({ PRESENCE_MAX_CLIENTS: 2 });
+    const members = await Promise.all([1, 2, 3].map(() => Client.connect(server)));
+    for (const m of members) expect((await m.request({ type: "subscribe", topic: "busy" })).type).toBe("subscribed");
+    const list = (await members[0]!.request({ type: "presence", topic: "busy", id: 1 })) as { clients: unknown[]; truncated?: boolean };
+    expect([list.clients.length, list.truncated]).toEqual([2, true]);
+    expect(await members[0]!.request({ type: "presence_stats", topic: "busy", id: 2 })).toEqual({ type: "presence_stats", topic: "busy", clients: 3, users: 0, id: 2 });
+    for (const m of members) m.close();
+  });
+});
+
 describe("presence in the typed client", () => {
   test("subscribe with info and onJoin/onLeave; presence() and presenceStats()", async () => {
     const server = serve();
