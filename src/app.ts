@@ -1,5 +1,5 @@
-// The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history, presence, and the commands
-// disconnect and unsubscribe for every node), and the two WebSocket routes.
+// The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history, presence, the commands
+// disconnect and unsubscribe for every node, and the cluster view: nodes and topics), and the two WebSocket routes.
 // Elysia performs the upgrade and carries the frame types (for Eden); the frames themselves are handled by the
 // Gateway's native handlers.
 import type { Server } from "bun";
@@ -14,8 +14,10 @@ import {
   HttpBroadcastBody,
   HttpDisconnectBody,
   HttpHistoryQuery,
+  HttpNodesQuery,
   HttpPresenceQuery,
   HttpPublishBody,
+  HttpTopicsQuery,
   HttpUnsubscribeBody,
   Route,
   ServerFrame,
@@ -27,6 +29,7 @@ import { BrokerUnavailable } from "./broker/broker.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
 import { apiKeyCheck } from "./auth/api-key.ts";
+import type { ClusterView } from "./cluster.ts";
 
 /** What a POST body of the HTTP API must look like, as its 400 and 405 answers say it. */
 const PUBLISH_SHAPE = '{"topic": string, "data": any JSON}';
@@ -46,7 +49,7 @@ const HTTP_IDLE_TIMEOUT_S = 10;
 const CONNECT_ROUTE = Route.connect;
 const ECHO_ROUTE = Route.echo;
 
-export function createApp(config: Config, gateway: Gateway, log: Logger) {
+export function createApp(config: Config, gateway: Gateway, log: Logger, cluster: ClusterView) {
   const startedAt = performance.now();
   const checkApiKey = apiKeyCheck(config.API_KEY);
   const admit = createAdmission(config, gateway, log);
@@ -219,6 +222,28 @@ export function createApp(config: Config, gateway: Gateway, log: Logger) {
     .use(onlyPost(Route.disconnect, DISCONNECT_SHAPE))
     .post(Route.unsubscribe, ({ body }) => sendControl({ type: "unsubscribe", ...body }, "unsubscribed"), { body: HttpUnsubscribeBody, ...jsonBody(UNSUBSCRIBE_SHAPE) })
     .use(onlyPost(Route.unsubscribe, UNSUBSCRIBE_SHAPE))
+    // The cluster view (src/cluster.ts): every node as it last announced itself, this one from its live figures.
+    .get(
+      Route.nodes,
+      async () => {
+        const nodes = await cluster.nodes();
+        if ("code" in nodes) return status(httpStatusOf(nodes.code), { error: nodes.message });
+        return { nodes };
+      },
+      keyedQuery(HttpNodesQuery),
+    )
+    .use(onlyGet(Route.nodes))
+    // This node's topics, most local subscriptions first, with their cluster-wide count (presence entries).
+    .get(
+      Route.topics,
+      async ({ query }) => {
+        const read = await cluster.topics(query.prefix);
+        if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
+        return read.truncated ? { topics: read.topics, truncated: true as const } : { topics: read.topics };
+      },
+      keyedQuery(HttpTopicsQuery),
+    )
+    .use(onlyGet(Route.topics, "prefix=P"))
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();
@@ -265,9 +290,9 @@ function onlyPost(path: string, shape: string) {
   return new Elysia().get(path, refuse).put(path, refuse).patch(path, refuse).delete(path, refuse);
 }
 
-/** 405 for the other methods on a GET route of the HTTP API, naming the route and its query. */
-function onlyGet(path: string, query: string) {
-  const refuse = wrongMethod("GET", `use GET ${path}?${query}`);
+/** 405 for the other methods on a GET route of the HTTP API, naming the route and its query (if it takes one). */
+function onlyGet(path: string, query?: string) {
+  const refuse = wrongMethod("GET", query === undefined ? `use GET ${path}` : `use GET ${path}?${query}`);
   return new Elysia().post(path, refuse).put(path, refuse).patch(path, refuse).delete(path, refuse);
 }
 

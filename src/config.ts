@@ -4,13 +4,13 @@ import { z } from "zod";
 import { publicKeyAlgorithm } from "./auth/tokens.ts";
 
 /** A whole number written in decimal digits only ("", "1e3", "0x10", "5.5" and " 5" are all rejected). */
-const integer = (fallback: number, min: number, max: number) =>
+const wholeNumber = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
     .transform(Number)
-    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`))
-    .default(fallback);
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+const integer = (fallback: number, min: number, max: number) => wholeNumber(min, max).default(fallback);
 
 /** `true/false/1/0` (any case). Not `z.coerce.boolean()`, which reads the string "false" as true. */
 const boolean = (fallback: boolean) =>
@@ -82,6 +82,11 @@ export const ConfigSchema = z.object({
   PRESENCE_TTL_MS: integer(30_000, 300, 3_600_000),
   /** Most entries a presence request returns (`truncated: true` past it): a list of 10,000 is ~1 MB of JSON. */
   PRESENCE_MAX_CLIENTS: integer(10_000, 1, 1_000_000),
+  /**
+   * How often a node announces itself to the cluster view (its record lives 3 periods); unset: NODE_ANNOUNCE_MS
+   * of src/cluster.ts (2 s, its reason there). Also the period of the message rates it reports.
+   */
+  NODE_ANNOUNCE_MS: wholeNumber(50, 600_000).optional(),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
   WORKERS: z
     .string()

@@ -74,6 +74,11 @@ export class Hub {
     return count <= 0;
   }
 
+  /** Local subscriptions per topic, pending ones included (read-only: the cluster view lists them). */
+  get interests(): ReadonlyMap<string, number> {
+    return this.interest;
+  }
+
   /** Local subscriptions of `topic`, pending ones included. */
   interestIn(topic: string): number {
     return this.interest.get(topic) ?? 0;

@@ -14,6 +14,8 @@ export const Route = {
   presenceStats: "/api/presence_stats",
   disconnect: "/api/disconnect",
   unsubscribe: "/api/unsubscribe",
+  nodes: "/api/nodes",
+  topics: "/api/topics",
   healthz: "/healthz",
   readyz: "/readyz",
   metrics: "/metrics",

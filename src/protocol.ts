@@ -130,6 +130,34 @@ export const HttpHistoryQuery = z
 /** GET /api/presence and GET /api/presence_stats: the topic of a presence request. */
 export const HttpPresenceQuery = z.object({ topic: HttpPublishBody.shape.topic });
 
+/** GET /api/nodes takes no query (extra parameters are ignored). */
+export const HttpNodesQuery = z.object({});
+
+/** GET /api/topics: `prefix` (characters of the topic rule) keeps the topics that start with it. */
+export const HttpTopicsQuery = z.object({ prefix: HttpPublishBody.shape.topic.optional() });
+
+/**
+ * A node's record in the cluster view (src/cluster.ts): what it announces to Redis every period, and what GET
+ * /api/nodes lists. Checked where it is read (it comes from another process); unknown keys are dropped, so a
+ * newer node's extra fields do not hide it from an older one.
+ */
+export const NodeRecord = z.object({
+  nodeId: z.string().min(1).max(64),
+  /** The URL the node listens on, as configured (HOST 0.0.0.0: every interface of its machine). */
+  address: z.string().max(1024),
+  version: z.string().max(64),
+  uptimeMs: z.number().int().min(0),
+  /** Open WebSocket connections (both routes). */
+  connections: z.number().int().min(0),
+  /** Topics with local subscriptions (pending ones included). */
+  topics: z.number().int().min(0),
+  /** Frames received per second over the node's last announcement period. */
+  messagesInPerSec: z.number().min(0),
+  /** Frames sent plus deliveries to subscribers, per second over that period. */
+  messagesOutPerSec: z.number().min(0),
+});
+export type NodeRecord = z.infer<typeof NodeRecord>;
+
 /**
  * Whom a command of the HTTP API acts on, on every node: every connection of a user (the token's `sub`; in open
  * mode connections have none) or one connection (the `connectionId` its welcome frame named). Exactly one.

@@ -1,11 +1,12 @@
-// Assembles a running server: broker, gateway (hub, topic pipeline, connections, heartbeat), Elysia app, and a
-// drain-then-stop.
+// Assembles a running server: broker, gateway (hub, topic pipeline, connections, heartbeat), cluster view, Elysia
+// app, and a drain-then-stop.
 import type { Server } from "bun";
 import { createApp, type App } from "./app.ts";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory.ts";
 import { RedisBroker } from "./broker/redis.ts";
 import { systemClock, type Clock } from "./clock.ts";
+import { ClusterView, NODE_ANNOUNCE_MS } from "./cluster.ts";
 import type { Config } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import type { Hub } from "./hub.ts";
@@ -23,6 +24,8 @@ export interface RunningServer {
   topics: TopicPipeline;
   server: Server<unknown>;
   broker: Broker;
+  /** This node's announcements and the cluster's nodes (GET /api/nodes, /api/topics). */
+  cluster: ClusterView;
   /** http://host:port of the listening socket (port resolved when PORT=0). */
   url: string;
   /** Stops upgrades, closes every socket with 1001, then stops listening. Resolves within SHUTDOWN_GRACE_MS. */
@@ -85,7 +88,14 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
   const gateway = new Gateway(config, broker, log, clock, presence ?? new MemoryPresence());
   hub = gateway.hub;
   topics = gateway.topics;
-  const app = createApp(config, gateway, log);
+  // The cluster view: on Redis, beside the broker (its node id, its connection); announcing once listening.
+  const cluster = new ClusterView({
+    gateway,
+    clock,
+    periodMs: config.NODE_ANNOUNCE_MS ?? NODE_ANNOUNCE_MS,
+    redis: broker instanceof RedisBroker ? { nodeId: broker.nodeId, send: (command, args) => broker.command(command, args) } : undefined,
+  });
+  const app = createApp(config, gateway, log, cluster);
   try {
     app.listen({
       port: config.PORT,
@@ -105,19 +115,23 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
   gateway.hub.attach(server);
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   const url = `http://${host}:${server.port}`;
+  cluster.start(url);
 
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
     (stopping ??= (async () => {
       gateway.drain();
+      // Off the cluster's list at once (its record deleted while Redis is still connected, before broker.close).
+      const leaving = cluster.close();
       const grace = Bun.sleep(config.SHUTDOWN_GRACE_MS);
       // Close handlers run synchronously, so sockets are gone; stop(true) also ends idle HTTP keep-alives.
       await Promise.race([server.stop(true), grace]);
       gateway.stop();
       stopPresence();
+      await Promise.race([leaving, grace]);
       await Promise.race([broker.close(), grace]);
       gateway.hub.detach();
     })());
 
-  return { app, gateway, topics: gateway.topics, broker, server, url, shutdown };
+  return { app, gateway, topics: gateway.topics, broker, cluster, server, url, shutdown };
 }

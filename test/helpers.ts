@@ -1,5 +1,6 @@
 // Test helpers: a real server on port 0, a queueing WebSocket client, and a raw-TCP WebSocket peer that
 // does exactly what a test tells it (no automatic pongs, no reading when paused, arbitrary frames).
+import { afterAll, afterEach, beforeAll } from "bun:test";
 import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { configWith, type Config } from "../src/config.ts";
@@ -401,4 +402,25 @@ export async function rawHttpConnection(port: number) {
   socket.on("data", (d: Buffer) => (reply.text += d.toString()));
   socket.on("error", () => {}); // a reset is a close here; `close` follows
   return { socket, reply, closed };
+}
+
+/**
+ * A test file's real Redis and its clients: a redis-server for the file (`redis()` after beforeAll), clients a
+ * test registers closed after it, servers stopped after each test, Redis stopped after the file.
+ */
+export function redisPerFile(start: () => Promise<{ owned: boolean; stop(): Promise<void> }>) {
+  let redis: { owned: boolean; stop(): Promise<void> } | undefined;
+  const clients: Client[] = [];
+  beforeAll(async () => {
+    redis = await start();
+  });
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.close();
+    await stopAll();
+  });
+  afterAll(async () => {
+    await stopAll();
+    if (redis?.owned) await redis.stop();
+  });
+  return { clients };
 }

@@ -1,10 +1,10 @@
 // The HTTP API under its new names: API_KEY (PUBLISH_API_KEY still accepted), POST /api/publish (the very route
 // of POST /publish) and POST /api/broadcast (one data to many topics), on real servers, real sockets and a real
 // redis-server: the key before the body, exact answers and frames, and a broadcast reaching two nodes.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { treaty } from "@elysiajs/eden";
 import type { App } from "../src/app.ts";
-import { Client, rawHttpConnection, serve, spawnEntry, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { Client, rawHttpConnection, redisPerFile, serve, spawnEntry, until, within, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 const KEY = "http-api-test-key-0123456789";
@@ -16,20 +16,8 @@ const NOT_BROADCAST_JSON = 'body must be JSON: {"topics": [string, ...], "data":
 const TOPIC_RULE = "must be 1-200 characters of letters, digits and . _ - : /";
 
 let redis: TestRedis;
-/** Clients opened by the current test, closed after it. */
-const clients: Client[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.close();
-  await stopAll();
-});
-afterAll(async () => {
-  await stopAll();
-  if (redis.owned) await redis.stop();
-});
+/** Clients opened by the current test, closed after it (servers too; Redis after the file). */
+const { clients } = redisPerFile(async () => (redis = await startRedis()));
 
 const post = (server: TestServer, path: string, body: string, headers: Record<string, string> = AUTH) =>
   fetch(`http://127.0.0.1:${server.port}${path}`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
