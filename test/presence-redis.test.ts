@@ -97,6 +97,18 @@ describe("Redis presence store", () => {
     expect(await a.refresh(topic, mine)).toEqual([]); // nothing lost this time
   });
 
+  test("a refresh of more entries than one batch (500) keeps them all and re-adds across batches", async () => {
+    const { stores } = await nodes(1);
+    const a = stores[0]!;
+    const topic = "many";
+    const mine = Array.from({ length: 1203 }, (_, i) => entry(`m-${i}`, `u${i % 7}`));
+    for (const e of mine.slice(0, 600)) await a.add(topic, e); // the rest only ever refreshed: missing, re-added
+    const back = await a.refresh(topic, mine);
+    expect(back.map((e) => e.connectionId)).toEqual(mine.slice(600).map((e) => e.connectionId));
+    expect(await a.stats(topic)).toEqual({ clients: 1203, users: 7 });
+    expect(await a.refresh(topic, mine)).toEqual([]);
+  });
+
   test("the scripts come back after SCRIPT FLUSH", async () => {
     const { stores } = await nodes(1);
     await stores[0]!.add("flushed", entry("x", null));

@@ -58,20 +58,30 @@ return entry`;
 
 /**
  * Refreshes this node's entries of a topic (ARGV: now, expires at, key ttl, then id, json, user-or-'' triples);
- * returns {expired entries' JSON, re-added entries' JSON}.
+ * returns {expired entries' JSON, re-added entries' JSON}. A few commands per 500 entries (ZMSCORE, one ZADD of
+ * all, HSET only for what is missing), not a few per entry: Redis runs every call inside a script as a command.
  */
 export const REFRESH_SCRIPT = `${EXPIRE}
 local gone = expire(ARGV[1])
 local back = {}
-for i = 4, #ARGV, 3 do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
-  else
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
-    if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
-    back[#back + 1] = ARGV[i + 1]
+local n = (#ARGV - 3) / 3
+for first = 0, n - 1, 500 do
+  local last = math.min(n - 1, first + 499)
+  local ids = {}
+  for j = first, last do ids[#ids + 1] = ARGV[4 + j * 3] end
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+  local zadd = {}
+  for k, id in ipairs(ids) do
+    zadd[#zadd + 1] = ARGV[2]
+    zadd[#zadd + 1] = id
+    if not scores[k] then
+      local i = 4 + (first + k - 1) * 3
+      redis.call('HSET', KEYS[1], id, ARGV[i + 1])
+      if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
+      back[#back + 1] = ARGV[i + 1]
+    end
   end
+  redis.call('ZADD', KEYS[2], unpack(zadd))
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return {gone, back}`;
