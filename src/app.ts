@@ -140,6 +140,10 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
     handler: { standardHostname: false },
     serve: { idleTimeout: HTTP_IDLE_TIMEOUT_S },
   })
+    // An unknown path answers like every other refusal: JSON with the reason (Elysia's own is text/plain).
+    .onError(({ code, request }) => {
+      if (code === "NOT_FOUND") return status(404, { error: `no route ${new URL(request.url).pathname}: see the README's Routes` });
+    })
     .get("/healthz", ({ set }) => {
       if (gateway.draining) set.status = 503;
       return {

@@ -42,6 +42,16 @@ async function subscriber(server: TestServer, ...topics: string[]): Promise<Clie
   return client;
 }
 
+describe("unknown routes", () => {
+  test("404 with a JSON reason, like every other refusal of the API", async () => {
+    const server = serve({ API_KEY: KEY });
+    for (const path of ["/api/nope", "/api", "/api/nodes/x"]) {
+      const res = await fetch(`${server.url}${path}`, { headers: AUTH });
+      expect([res.status, await res.json()]).toEqual([404, { error: `no route ${path}: see the README's Routes` }]);
+    }
+  });
+});
+
 describe("memory: this node alone", () => {
   test("GET /api/nodes: itself, with live connections and topics, rates over the last period, uptime on the clock", async () => {
     const clock = new ManualClock();
