@@ -385,9 +385,9 @@ export class Gateway {
         const read = this.topics.readPresence(topic, stats, conn.identity);
         const answer = (result: Refusal | PresenceList | PresenceStats) => {
           if (conn.closed) return;
-          if ("code" in result) this.reject(ws, result.code, result.message, id);
-          else if ("users" in result) this.send(ws, encode.presenceStats(topic, result.clients, result.users, id));
-          else this.send(ws, encode.presence(topic, result.clients, result.truncated, id));
+          if ("code" in result) return this.reject(ws, result.code, result.message, id);
+          if ("users" in result) return this.send(ws, encode.presenceStats(topic, result.clients, result.users, id));
+          this.sendLarge(ws, encode.presence(topic, result.clients, result.truncated, id), id);
         };
         if (read instanceof Promise) void read.then(answer);
         else answer(read);
@@ -403,19 +403,25 @@ export class Gateway {
         const answer = (result: Refusal | HistoryRead) => {
           if (conn.closed) return;
           if ("code" in result) return this.reject(ws, result.code, result.message, id);
-          const reply = encode.history(topic, result, result.messages, id);
-          // Each reply fits half the backpressure limit, but many asked at once would pass it and get the
-          // socket dropped: refuse the ones that no longer fit what the client has not read yet.
-          if (ws.getBufferedAmount() + reply.length > this.config.BACKPRESSURE_LIMIT_BYTES / 2) {
-            return this.reject(ws, "unavailable", "earlier replies on this connection are still unread: ask again once they are", id);
-          }
-          this.send(ws, reply);
+          this.sendLarge(ws, encode.history(topic, result, result.messages, id), id);
         };
         if (read instanceof Promise) void read.then(answer);
         else answer(read);
         return;
       }
     }
+  }
+
+  /**
+   * A reply that may be large (history, presence): each is bounded to half the backpressure limit, but many
+   * asked at once would pass it and get the socket dropped, so one that no longer fits what the client has not
+   * read yet is refused instead.
+   */
+  private sendLarge(ws: Socket, reply: string, id: FrameId | undefined): void {
+    if (ws.getBufferedAmount() + reply.length > this.config.BACKPRESSURE_LIMIT_BYTES / 2) {
+      return this.reject(ws, "unavailable", "earlier replies on this connection are still unread: ask again once they are", id);
+    }
+    this.send(ws, reply);
   }
 
   /** A publish's ack (with its offset when stored in history) or its refusal. */

@@ -13,7 +13,7 @@ import type { Hub } from "./hub.ts";
 import { Logger } from "./log.ts";
 import { MemoryHistory } from "./history/memory.ts";
 import { MemoryPresence } from "./presence/memory.ts";
-import { RedisPresence } from "./presence/redis.ts";
+import { PRESENCE_SCRIPTS, RedisPresence } from "./presence/redis.ts";
 import type { Presence } from "./presence/presence.ts";
 import type { TopicPipeline } from "./topics.ts";
 
@@ -54,6 +54,7 @@ function createBroker(config: Config, log: Logger, clock: Clock, held: (topic: s
     timeoutMs: config.REDIS_TIMEOUT_MS,
     maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
     history: history && { ...history, metaTtlMs: config.HISTORY_META_TTL_MS },
+    scripts: PRESENCE_SCRIPTS,
   });
 }
 

@@ -198,8 +198,8 @@ export class TopicPipeline {
     presence?: { joinLeave?: boolean; info?: { [key: string]: Json } },
   ): void {
     if (!isValidTopic(topic)) return this.replies.reject(conn, "invalid_topic", ErrorText.topicRule, id);
-    if (presence?.info !== undefined && JSON.stringify(presence.info).length > MAX_INFO_BYTES) {
-      return this.replies.reject(conn, "invalid_message", `info: at most ${MAX_INFO_BYTES} characters as JSON`, id);
+    if (presence?.info !== undefined && Buffer.byteLength(JSON.stringify(presence.info)) > MAX_INFO_BYTES) {
+      return this.replies.reject(conn, "invalid_message", `info: at most ${MAX_INFO_BYTES} bytes as JSON (UTF-8)`, id);
     }
     if (conn.identity !== undefined && !conn.identity.permissions.canSubscribe(topic)) {
       return this.replies.reject(conn, "forbidden", `not allowed to subscribe to ${topic}`, id);
@@ -284,7 +284,9 @@ export class TopicPipeline {
     if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
       return { code: "forbidden", message: `not allowed to see who is in ${topic}` };
     }
-    const read = stats ? this.options.presence.stats(topic) : this.options.presence.list(topic, this.options.maxPresenceClients);
+    const read = stats
+      ? this.options.presence.stats(topic)
+      : this.options.presence.list(topic, this.options.maxPresenceClients, this.options.recoveryBudgetBytes);
     // A shared store may fail (Redis down): the request is answered, never left hanging.
     return read instanceof Promise ? read.catch((): Refusal => PRESENCE_UNAVAILABLE) : read;
   }
@@ -317,9 +319,20 @@ export class TopicPipeline {
     for (const entry of entries) this.announce(topic, encode.leave(topic, entry));
   }
 
-  /** Entries of this node that the shared store had lost, put back by a refresh: they are there again. */
+  /**
+   * Entries of this node announced gone (another node found them expired: this node was cut off longer than the
+   * TTL), put back by its refresh: they are there again. The member itself must not hear its own join: it is
+   * taken off the topic's join/leave for the moment of the announcement (rare: a walk of this node's connections).
+   */
   rejoined(topic: string, entries: readonly PresenceEntry[]): void {
+    const ids = new Set(entries.map((entry) => entry.connectionId));
+    const members: Conn[] = [];
+    for (const conn of this.options.connections()) {
+      if (conn.topics?.get(topic) === null && ids.has(this.options.connectionIdOf(conn)) && conn.ws.isSubscribed(presenceTopic(topic))) members.push(conn);
+    }
+    for (const conn of members) this.hub.deactivate(conn.ws, presenceTopic(topic));
     for (const entry of entries) this.announce(topic, encode.join(topic, entry));
+    for (const conn of members) this.hub.activate(conn.ws, presenceTopic(topic));
   }
 
   /**

@@ -60,7 +60,7 @@ describe("presence on one node", () => {
     expect(await c.request({ type: "subscribe", topic: "t", info: { big: "x".repeat(1100) }, id: 1 })).toEqual({
       type: "error",
       code: "invalid_message",
-      message: "info: at most 1024 characters as JSON",
+      message: "info: at most 1024 bytes as JSON (UTF-8)",
       id: 1,
     });
     for (const info of ["text", [1, 2], 5, null]) {
@@ -107,6 +107,32 @@ describe("PRESENCE_MAX_CLIENTS", () => {
     expect([list.clients.length, list.truncated]).toEqual([2, true]);
     expect(await members[0]!.request({ type: "presence_stats", topic: "busy", id: 2 })).toEqual({ type: "presence_stats", topic: "busy", clients: 3, users: 0, id: 2 });
     for (const m of members) m.close();
+  });
+});
+
+describe("big presence lists", () => {
+  test("a list stops at half the backpressure limit (truncated) and a burst of them never gets the socket dropped", async () => {
+    const server = serve({ BACKPRESSURE_LIMIT_BYTES: 256 * 1024 });
+    const info = { bio: "b".repeat(1000) };
+    const members = await Promise.all(Array.from({ length: 300 }, () => Client.connect(server)));
+    for (const m of members) m.send({ type: "subscribe", topic: "crowd", info });
+    for (const m of members) expect((await m.json()).type).toBe("subscribed");
+    const asker = await Client.connect(server);
+    for (let i = 0; i < 20; i++) asker.send({ type: "presence", topic: "crowd", id: i });
+    let lists = 0;
+    for (let i = 0; i < 20; i++) {
+      const reply = (await asker.json()) as { type: string; clients?: unknown[]; truncated?: boolean; code?: string };
+      if (reply.type === "presence") {
+        lists++;
+        expect(reply.truncated).toBe(true); // 300 x ~1.1 KB does not fit 128 KiB
+        expect(JSON.stringify(reply).length).toBeLessThanOrEqual(128 * 1024 + 1024);
+      } else {
+        expect(reply).toMatchObject({ type: "error", code: "unavailable" });
+      }
+    }
+    expect(lists).toBeGreaterThan(0);
+    expect(await asker.request({ type: "ping", id: "alive" })).toEqual({ type: "pong", id: "alive" });
+    for (const m of [...members, asker]) m.close();
   });
 });
 

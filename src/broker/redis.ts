@@ -70,6 +70,8 @@ export interface RedisBrokerOptions {
   baseMs?: number;
   capMs?: number;
   clock?: Clock;
+  /** More Lua scripts to load on every connection before it is used (the presence store's: src/presence/redis.ts). */
+  scripts?: readonly string[];
   /** History on (HISTORY_SIZE > 0): publishes to history go through the append script (src/history/redis.ts). */
   history?: RedisHistoryOptions;
 }
@@ -267,10 +269,10 @@ export class RedisBroker implements Broker {
 
   /** Loads both scripts on `link` (once at a time): before a connection is used, and after a NOSCRIPT. */
   private loadScripts(link: Link): Promise<unknown> {
-    return (link.scriptsLoading ??= Promise.all([
-      link.pub.send("SCRIPT", ["LOAD", APPEND_SCRIPT]),
-      link.pub.send("SCRIPT", ["LOAD", READ_SCRIPT]),
-    ]).finally(() => (link.scriptsLoading = undefined)));
+    const scripts = [...(this.options.history === undefined ? [] : [APPEND_SCRIPT, READ_SCRIPT]), ...(this.options.scripts ?? [])];
+    return (link.scriptsLoading ??= Promise.all(scripts.map((script) => link.pub.send("SCRIPT", ["LOAD", script]))).finally(
+      () => (link.scriptsLoading = undefined),
+    ));
   }
 
   read(topic: string, query: HistoryQuery): Promise<HistoryRead> {
@@ -473,9 +475,10 @@ export class RedisBroker implements Broker {
         if (failure !== undefined) throw new Error(failure);
         if (this.closed) break;
         const link = new Link(pub, sub, this.countFailure);
-        if (this.options.history !== undefined) {
-          // Before any publish: a history publish is an EVALSHA, which a Redis without the script refuses; and
-          // epochs are bound to this Redis incarnation (src/history/redis.ts), so learn its run_id first.
+        if (this.options.history !== undefined || (this.options.scripts?.length ?? 0) > 0) {
+          // Before any publish: a history publish (or a presence change) is an EVALSHA, which a Redis without the
+          // script refuses; and epochs are bound to this Redis incarnation (src/history/redis.ts), so learn its
+          // run_id first.
           const loaded = Promise.all([this.loadScripts(link), pub.send("INFO", ["server"])]).then(
             ([, info]) => void (link.runId = runIdOf(String(info))),
             (error: Error) => `SCRIPT LOAD / INFO failed: ${error.message}`,

@@ -25,12 +25,14 @@ export class MemoryPresence implements Presence {
     return entry;
   }
 
-  list(topic: string, max: number): PresenceList {
+  list(topic: string, max: number, maxBytes = Infinity): PresenceList {
     const clients: PresenceEntry[] = [];
     const members = this.topics.get(topic);
     if (members === undefined) return { clients, truncated: false };
+    let bytes = 0;
     for (const entry of members.values()) {
-      if (clients.length === max) return { clients, truncated: true };
+      bytes += entry.info === undefined ? 64 : 64 + JSON.stringify(entry.info).length; // id and user, then info
+      if (clients.length === max || bytes > maxBytes) return { clients, truncated: true };
       clients.push(entry);
     }
     return { clients, truncated: false };

@@ -40,7 +40,8 @@ type Maybe<T> = T | Promise<T>;
 export interface Presence {
   add(topic: string, entry: PresenceEntry): Maybe<boolean>;
   remove(topic: string, connectionId: string): Maybe<PresenceEntry | undefined>;
-  list(topic: string, max: number): Maybe<PresenceList>;
+  /** At most `max` entries, and no more than `maxBytes` of their JSON (what the caller can send at once). */
+  list(topic: string, max: number, maxBytes?: number): Maybe<PresenceList>;
   stats(topic: string): Maybe<PresenceStats>;
   /** Entries held (for /metrics). */
   gauges?(): Record<string, number>;

@@ -18,7 +18,11 @@ import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./pre
 /** Sends one command (the broker's connection, or any RedisClient's `send`). */
 export type RedisSend = (command: string, args: string[]) => Promise<unknown>;
 
-/** KEYS: entries, expiries, users. Removes entries expired at ARGV[1] (ms); returns their JSON. */
+/**
+ * KEYS: entries, expiries, users, gone. Removes entries expired at ARGV[1] (ms); returns their JSON, and
+ * remembers their ids in `gone` (a leave was announced for them: if their node refreshes them back, that is a
+ * join to announce; an entry Redis merely lost was never announced gone, and comes back silently).
+ */
 const EXPIRE = `
 local function expire(now)
   local gone = {}
@@ -29,6 +33,7 @@ local function expire(now)
       if entry then
         local user = cjson.decode(entry).user
         if type(user) == 'string' and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then redis.call('HDEL', KEYS[3], user) end
+        redis.call('SADD', KEYS[4], id)
         gone[#gone + 1] = entry
       end
     end
@@ -42,7 +47,7 @@ local gone = expire(ARGV[1])
 local fresh = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
 if fresh == 1 and ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[4], 1) end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
 return {fresh, gone}`;
 
 /** Removes one entry (ARGV: id); returns its JSON when this call removed it, else false. */
@@ -58,7 +63,7 @@ return entry`;
 
 /**
  * Refreshes this node's entries of a topic (ARGV: now, expires at, key ttl, then id, json, user-or-'' triples);
- * returns {expired entries' JSON, re-added entries' JSON}. A few commands per 500 entries (ZMSCORE, one ZADD of
+ * returns {expired entries' JSON, re-added entries that had been announced gone (JSON)}. A few commands per 500 entries (ZMSCORE, one ZADD of
  * all, HSET only for what is missing), not a few per entry: Redis runs every call inside a script as a command.
  */
 export const REFRESH_SCRIPT = `${EXPIRE}
@@ -78,18 +83,22 @@ for first = 0, n - 1, 500 do
       local i = 4 + (first + k - 1) * 3
       redis.call('HSET', KEYS[1], id, ARGV[i + 1])
       if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
-      back[#back + 1] = ARGV[i + 1]
+      if redis.call('SREM', KEYS[4], id) == 1 then back[#back + 1] = ARGV[i + 1] end
     end
   end
   redis.call('ZADD', KEYS[2], unpack(zadd))
 end
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return {gone, back}`;
 
-/** Reads (ARGV: now, max): {entries' JSON (at most max), 1 when there were more, clients, users, expired}. */
+/**
+ * Reads (ARGV: now, max, byte budget): {entries' JSON (at most max, within the budget), 1 when there were more,
+ * clients, users, expired}.
+ */
 export const READ_SCRIPT = `${EXPIRE}
 local gone = expire(ARGV[1])
 local max = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
 local out = {}
 local more = 0
 if max > 0 then
@@ -98,7 +107,8 @@ if max > 0 then
     local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)
     cursor = page[1]
     for i = 2, #page[2], 2 do
-      if #out < max then out[#out + 1] = page[2][i] else more = 1 end
+      budget = budget - #page[2][i]
+      if #out < max and budget >= 0 then out[#out + 1] = page[2][i] else more = 1 end
     end
   until cursor == '0' or more == 1
 end
@@ -108,7 +118,16 @@ const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text)
 const SCRIPTS = { add: ADD_SCRIPT, remove: REMOVE_SCRIPT, refresh: REFRESH_SCRIPT, read: READ_SCRIPT } as const;
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, text]) => [name, sha1(text)])) as Record<keyof typeof SCRIPTS, string>;
 
-export const presenceKeys = (topic: string): [string, string, string] => [`sb:{${topic}}:p`, `sb:{${topic}}:px`, `sb:{${topic}}:pu`];
+export const presenceKeys = (topic: string): [string, string, string, string] => [
+  `sb:{${topic}}:p`,
+  `sb:{${topic}}:px`,
+  `sb:{${topic}}:pu`,
+  `sb:{${topic}}:pg`,
+];
+/** What a connection must load before presence works on it (the broker loads them on every new connection). */
+export const PRESENCE_SCRIPTS: readonly string[] = Object.values(SCRIPTS);
+/** Presence lists read at once per node: each is bounded in bytes; this bounds them together. */
+const MAX_LISTS_IN_FLIGHT = 64;
 
 export interface RedisPresenceOptions {
   send: RedisSend;
@@ -129,6 +148,8 @@ export class RedisPresence implements Presence {
   private localEntries = 0;
   /** Scripts sent by refreshes (for /metrics: the cost of presence in Redis commands). */
   refreshes = 0;
+  private listsInFlight = 0;
+  private reloading: Promise<unknown> | undefined;
 
   constructor(private readonly options: RedisPresenceOptions) {
     this.now = options.now ?? Date.now;
@@ -183,18 +204,24 @@ export class RedisPresence implements Presence {
     return { entries: this.localEntries, topics: this.local.size, refreshes: this.refreshes };
   }
 
-  async list(topic: string, max: number): Promise<PresenceList> {
-    const [entries, more] = await this.read(topic, max);
-    return { clients: entries.map((json) => JSON.parse(json) as PresenceEntry), truncated: more === 1 };
+  async list(topic: string, max: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<PresenceList> {
+    if (this.listsInFlight >= MAX_LISTS_IN_FLIGHT) throw new Error(`${MAX_LISTS_IN_FLIGHT} presence lists in flight on this node: retry`);
+    this.listsInFlight++;
+    try {
+      const [entries, more] = await this.read(topic, max, maxBytes);
+      return { clients: entries.map((json) => JSON.parse(json) as PresenceEntry), truncated: more === 1 };
+    } finally {
+      this.listsInFlight--;
+    }
   }
 
   async stats(topic: string): Promise<PresenceStats> {
-    const [, , clients, users] = await this.read(topic, 0);
+    const [, , clients, users] = await this.read(topic, 0, 0);
     return { clients, users };
   }
 
-  private async read(topic: string, max: number): Promise<[string[], number, number, number]> {
-    const [entries, more, clients, users, gone] = (await this.run("read", topic, [String(this.now()), String(max)])) as [string[], number, number, number, string[]];
+  private async read(topic: string, max: number, maxBytes: number): Promise<[string[], number, number, number]> {
+    const [entries, more, clients, users, gone] = (await this.run("read", topic, [String(this.now()), String(max), String(maxBytes)])) as [string[], number, number, number, string[]];
     this.report(topic, gone);
     return [entries, more, clients, users];
   }
@@ -203,14 +230,22 @@ export class RedisPresence implements Presence {
     if (gone.length > 0) this.options.expired?.(topic, gone.map((json) => JSON.parse(json) as PresenceEntry));
   }
 
-  /** EVALSHA, and EVAL when Redis does not have the script (its order among others does not matter here). */
+  /**
+   * EVALSHA only. An EVAL fallback would run this change after later ones of the same connection (an add
+   * after the remove that cancels it: a ghost entry). A Redis that lost the scripts fails the call (add: the
+   * local index keeps the entry and the next refresh adds it; remove: the entry expires and is announced gone)
+   * and the scripts are loaded again, queued behind what is in flight.
+   */
   private async run(name: keyof typeof SCRIPTS, topic: string, args: string[]): Promise<unknown> {
-    const keys = ["3", ...presenceKeys(topic)];
     try {
-      return await this.options.send("EVALSHA", [SHAS[name], ...keys, ...args]);
+      return await this.options.send("EVALSHA", [SHAS[name], "4", ...presenceKeys(topic), ...args]);
     } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-      return this.options.send("EVAL", [SCRIPTS[name], ...keys, ...args]);
+      if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
+        this.reloading ??= Promise.all(PRESENCE_SCRIPTS.map((script) => this.options.send("SCRIPT", ["LOAD", script])))
+          .catch(() => {})
+          .finally(() => (this.reloading = undefined));
+      }
+      throw error;
     }
   }
 }
