@@ -62,34 +62,48 @@ end
 return entry`;
 
 /**
- * Refreshes this node's entries of a topic (ARGV: now, expires at, key ttl, then id, json, user-or-'' triples);
- * returns {expired entries' JSON, re-added entries that had been announced gone (JSON)}. A few commands per 500 entries (ZMSCORE, one ZADD of
- * all, HSET only for what is missing), not a few per entry: Redis runs every call inside a script as a command.
+ * Refreshes this node's entries of a topic (ARGV: now, expires at, key ttl, then their ids); returns {expired
+ * entries' JSON, ids Redis does not have}. Ids only, and a few commands per 500 of them (ZMSCORE, one ZADD of the
+ * ones present): Redis runs every call inside a script as a command, and every refresh of every entry's JSON was
+ * most of the refresh's cost. What is missing is put back by RESTORE, with its JSON, in a second call.
  */
 export const REFRESH_SCRIPT = `${EXPIRE}
 local gone = expire(ARGV[1])
-local back = {}
-local n = (#ARGV - 3) / 3
-for first = 0, n - 1, 500 do
-  local last = math.min(n - 1, first + 499)
+local missing = {}
+for first = 4, #ARGV, 500 do
   local ids = {}
-  for j = first, last do ids[#ids + 1] = ARGV[4 + j * 3] end
+  for i = first, math.min(#ARGV, first + 499) do ids[#ids + 1] = ARGV[i] end
   local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
   local zadd = {}
   for k, id in ipairs(ids) do
-    zadd[#zadd + 1] = ARGV[2]
-    zadd[#zadd + 1] = id
-    if not scores[k] then
-      local i = 4 + (first + k - 1) * 3
-      redis.call('HSET', KEYS[1], id, ARGV[i + 1])
-      if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
-      if redis.call('SREM', KEYS[4], id) == 1 then back[#back + 1] = ARGV[i + 1] end
+    if scores[k] then
+      zadd[#zadd + 1] = ARGV[2]
+      zadd[#zadd + 1] = id
+    else
+      missing[#missing + 1] = id
     end
   end
-  redis.call('ZADD', KEYS[2], unpack(zadd))
+  if #zadd > 0 then redis.call('ZADD', KEYS[2], unpack(zadd)) end
 end
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-return {gone, back}`;
+return {gone, missing}`;
+
+/**
+ * Puts back entries Redis does not have (ARGV: expires at, key ttl, then id, json, user-or-'' triples); returns
+ * the JSON of those that had been announced gone (a join to announce); the others come back silently.
+ */
+export const RESTORE_SCRIPT = `
+local back = {}
+for i = 3, #ARGV, 3 do
+  if not redis.call('ZSCORE', KEYS[2], ARGV[i]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], 1) end
+    if redis.call('SREM', KEYS[4], ARGV[i]) == 1 then back[#back + 1] = ARGV[i + 1] end
+  end
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return back`;
 
 /**
  * Reads (ARGV: now, max, byte budget): {entries' JSON (at most max, within the budget), 1 when there were more,
@@ -115,7 +129,7 @@ end
 return {out, more, redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3]), gone}`;
 
 const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
-const SCRIPTS = { add: ADD_SCRIPT, remove: REMOVE_SCRIPT, refresh: REFRESH_SCRIPT, read: READ_SCRIPT } as const;
+const SCRIPTS = { add: ADD_SCRIPT, remove: REMOVE_SCRIPT, refresh: REFRESH_SCRIPT, restore: RESTORE_SCRIPT, read: READ_SCRIPT } as const;
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, text]) => [name, sha1(text)])) as Record<keyof typeof SCRIPTS, string>;
 
 export const presenceKeys = (topic: string): [string, string, string, string] => [
@@ -182,10 +196,23 @@ export class RedisPresence implements Presence {
   async refresh(topic: string, entries: readonly PresenceEntry[]): Promise<PresenceEntry[]> {
     const { ttlMs } = this.options;
     const now = this.now();
-    const args = [String(now), String(now + ttlMs), String(ttlMs * 2)];
-    for (const entry of entries) args.push(entry.connectionId, JSON.stringify(entry), entry.user ?? "");
-    const [gone, back] = (await this.run("refresh", topic, args)) as [string[], string[]];
+    const [gone, missing] = (await this.run("refresh", topic, [String(now), String(now + ttlMs), String(ttlMs * 2), ...entries.map((e) => e.connectionId)])) as [
+      string[],
+      string[],
+    ];
     this.report(topic, gone);
+    if (missing.length === 0) return [];
+    // Only what this node still holds now: an entry removed since (its remove found nothing to remove) must
+    // not come back as a ghost.
+    const byId = new Map(entries.map((e) => [e.connectionId, e]));
+    const mine = this.local.get(topic);
+    const args = [String(this.now() + ttlMs), String(ttlMs * 2)];
+    for (const id of missing) {
+      const entry = byId.get(id);
+      if (entry !== undefined && mine?.get(id) === entry) args.push(id, JSON.stringify(entry), entry.user ?? "");
+    }
+    if (args.length === 2) return [];
+    const back = (await this.run("restore", topic, args)) as string[];
     return back.map((json) => JSON.parse(json) as PresenceEntry);
   }
 
