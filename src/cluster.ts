@@ -22,6 +22,7 @@
 // expired, so the set stays near the number of live nodes even when nobody reads it, and it expires with the
 // last node announcing. The scripts reach keys they compute (from the set), so this view needs a single Redis
 // (or one primary), not Redis Cluster.
+import { evalOrLoad, sha1, type RedisSend } from "./broker/lua.ts";
 import type { Clock } from "./clock.ts";
 import type { Gateway } from "./gateway.ts";
 import { NodeRecord } from "./protocol.ts";
@@ -70,7 +71,6 @@ return 1`;
 const READ_SCRIPT = `${LIVE}
 return live(KEYS[1], ARGV[1])`;
 
-const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
 const SCRIPTS = { announce: { text: ANNOUNCE_SCRIPT, sha: sha1(ANNOUNCE_SCRIPT) }, read: { text: READ_SCRIPT, sha: sha1(READ_SCRIPT) } };
 
 /** A node as GET /api/nodes shows it. */
@@ -89,7 +89,7 @@ export interface ClusterViewOptions {
   /** Announcement (and rate sampling) period. */
   periodMs: number;
   /** With Redis: this node's id (the broker's) and one command on the node's Redis connection. */
-  redis?: { nodeId: string; send: (command: string, args: string[]) => Promise<unknown> };
+  redis?: { nodeId: string; send: RedisSend };
 }
 
 const UNREACHABLE = (error: unknown): Refusal => ({
@@ -217,15 +217,9 @@ export class ClusterView {
       .finally(() => (this.announcing = undefined));
   }
 
-  /** EVALSHA, and EVAL when Redis does not have the script yet (neither script's order among others matters). */
-  private async run(name: keyof typeof SCRIPTS, args: string[]): Promise<unknown> {
-    const send = this.options.redis!.send;
-    const rest = ["1", NODE_INDEX, NODE_KEY_PREFIX, ...args];
-    try {
-      return await send("EVALSHA", [SCRIPTS[name].sha, ...rest]);
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-      return send("EVAL", [SCRIPTS[name].text, ...rest]);
-    }
+  /** One of the view's scripts (neither's order among other commands matters: EVAL after a NOSCRIPT is fine). */
+  private run(name: keyof typeof SCRIPTS, args: string[]): Promise<unknown> {
+    const { text, sha } = SCRIPTS[name];
+    return evalOrLoad(this.options.redis!.send, text, sha, ["1", NODE_INDEX, NODE_KEY_PREFIX, ...args]);
   }
 }

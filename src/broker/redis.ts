@@ -35,6 +35,7 @@ import {
   type RedisHistoryOptions,
 } from "../history/redis.ts";
 import { BrokerUnavailable, PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
+import { evalOrLoad } from "./lua.ts";
 import { RedisChannels } from "./redis-channels.ts";
 import { presenceTopic } from "../presence/presence.ts";
 
@@ -288,7 +289,8 @@ export class RedisBroker implements Broker {
       return Promise.reject(new HistoryUnavailable(`${MAX_READS_IN_FLIGHT} history reads in flight on this node: retry`));
     }
     if (heavy) this.readsInFlight++;
-    return this.script(link.pub, READ_SHA, READ_SCRIPT, readArgs(topic, query, history, link.runId)).then(
+    // A read may run late after a NOSCRIPT: EVAL is fine here (an append never falls back, see above).
+    return evalOrLoad((command, args) => link.pub.send(command, args), READ_SCRIPT, READ_SHA, readArgs(topic, query, history, link.runId)).then(
       (reply) => {
         if (heavy) this.readsInFlight--;
         return parseRead(reply, query.since);
@@ -307,17 +309,6 @@ export class RedisBroker implements Broker {
   private requireHistory(): RedisHistoryOptions {
     if (this.options.history === undefined) throw new Error("redis broker built without history");
     return this.options.history;
-  }
-
-  /**
-   * EVALSHA, falling back to EVAL (which also caches the script) when Redis lost it: for reads, where running
-   * late changes no order.
-   */
-  private script(client: RedisClient, sha: string, script: string, args: string[]): Promise<unknown> {
-    return client.send("EVALSHA", [sha, ...args]).catch((error: unknown) => {
-      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-      return client.send("EVAL", [script, ...args]);
-    });
   }
 
   subscribe(topic: string): Promise<void> | undefined {

@@ -6,6 +6,7 @@
 // The stream and the counter expire on their own clocks: messages HISTORY_TTL_MS after the last publish,
 // the offset and epoch HISTORY_META_TTL_MS after it. A topic whose offset or epoch is gone (expired, Redis
 // restarted, with or without persistence, or flushed) gets a fresh epoch and starts again at 1.
+import { sha1 } from "../broker/lua.ts";
 import type { Position } from "../protocol.ts";
 import { isComplete, newEpoch, type HistoryOptions, type HistoryQuery, type HistoryRead, type StoredMessage } from "./history.ts";
 
@@ -84,7 +85,6 @@ for i = 1, #entries do
 end
 return {epoch, tonumber(offset), kept, after and 1 or 0}`;
 
-export const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
 export const APPEND_SHA = sha1(APPEND_SCRIPT);
 export const READ_SHA = sha1(READ_SCRIPT);
 

@@ -13,10 +13,9 @@
 //
 // The store keeps this node's own entries (an index per topic) to refresh them: `refreshAll()` runs on the
 // heartbeat's clock every ttlMs / 3, one script per topic with local entries.
+import { sha1, type RedisSend } from "../broker/lua.ts";
 import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence.ts";
 
-/** Sends one command (the broker's connection, or any RedisClient's `send`). */
-export type RedisSend = (command: string, args: string[]) => Promise<unknown>;
 
 /**
  * KEYS: entries, expiries, users, gone. Removes entries expired at ARGV[1] (ms); returns their JSON, and
@@ -128,7 +127,6 @@ if max > 0 then
 end
 return {out, more, redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[3]), gone}`;
 
-const sha1 = (text: string): string => new Bun.CryptoHasher("sha1").update(text).digest("hex");
 const SCRIPTS = { add: ADD_SCRIPT, remove: REMOVE_SCRIPT, refresh: REFRESH_SCRIPT, restore: RESTORE_SCRIPT, read: READ_SCRIPT } as const;
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, text]) => [name, sha1(text)])) as Record<keyof typeof SCRIPTS, string>;
 
