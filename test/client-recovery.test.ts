@@ -12,7 +12,7 @@ import {
   type Position,
   type SwitchboardClient,
 } from "../src/client.ts";
-import { freePort, serve, spawnEntry, stopAll, until, within, type Entry, type TestServer } from "./helpers.ts";
+import { collectOutput, freePort, serve, spawnEntry, stopAll, until, within, type Entry, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 const clients: SwitchboardClient[] = [];
@@ -222,23 +222,14 @@ describe("memory server", () => {
 function probe(args: string[]) {
   const proc = Bun.spawn(["bun", "examples/recovery-probe.ts", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   probes.push(proc);
-  let out = "";
-  let err = "";
-  const decoder = new TextDecoder();
-  const errDecoder = new TextDecoder();
-  const reading = (async () => {
-    for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
-  })();
-  void (async () => {
-    for await (const chunk of proc.stderr) err += errDecoder.decode(chunk, { stream: true });
-  })();
+  const output = collectOutput(proc);
   return {
     proc,
-    lines: () => out.split("\n").filter(Boolean),
-    stderr: () => err,
+    lines: () => output.stdout().split("\n").filter(Boolean),
+    stderr: output.stderr,
     done: async () => {
       await proc.exited;
-      await reading;
+      await output.ended;
     },
   };
 }

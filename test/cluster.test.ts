@@ -5,19 +5,13 @@
 // with its offset, and every node, the origin too, delivers it from Redis. Tests of what both modes share run
 // on the defaults; those of behaviour that only exists with history off (local delivery during an outage,
 // local-first delivery, cross-node at-most-once) pass HISTORY_SIZE: 0 and say so.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, serve, spawnEntry, stopAll, until, within, type TestServer } from "./helpers.ts";
+import { describe, expect, test } from "bun:test";
+import { Client, redisForFile, serve, spawnEntry, until, within, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 import type { RedisBroker } from "../src/broker/redis.ts";
 
 let redis: TestRedis;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await stopAll();
-  if (redis.owned) await redis.stop();
-});
+redisForFile(async () => (redis = await startRedis()));
 
 const KEY = "test-publish-key-0123456789";
 /** An epoch as the server makes them (src/history/history.ts newEpoch). */

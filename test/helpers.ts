@@ -343,39 +343,40 @@ export async function spawnEntry(
   guard.unref();
   spawned.add(proc);
   void proc.exited.then(() => spawned.delete(proc));
-  let out = "";
-  let err = "";
-  const decoder = new TextDecoder();
-  const errDecoder = new TextDecoder();
-  const reading = (async () => {
-    for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
-  })();
-  const readingErr = (async () => {
-    for await (const chunk of proc.stderr) err += errDecoder.decode(chunk, { stream: true });
-  })();
-  const stderr = readingErr.then(() => err);
+  const output = collectOutput(proc);
   const deadline = performance.now() + 15_000;
   let match: RegExpMatchArray | null = null;
-  while ((match = out.match(ready)) === null) {
+  while ((match = output.stdout().match(ready)) === null) {
     if (proc.exitCode !== null || performance.now() > deadline) {
       proc.kill("SIGKILL");
-      throw new Error(`server did not start: ${out}${await stderr}`);
+      throw new Error(`server did not start: ${output.stdout()}${(await output.ended).stderr}`);
     }
     await Bun.sleep(10);
   }
   return {
     proc,
     port: Number(match[1]),
-    stdout: () => out,
-    stderr: () => err,
+    stdout: output.stdout,
+    stderr: output.stderr,
     exited: async () => {
       const code = await proc.exited;
       clearTimeout(guard);
-      await reading;
-      return { code, stdout: out, stderr: await stderr };
+      return { code, ...(await output.ended) };
     },
     kill: (signal = "SIGTERM") => proc.kill(signal),
   };
+}
+
+/** A child process's stdout and stderr as text so far, and both whole once the process closed them. */
+export function collectOutput(proc: { stdout: ReadableStream<Uint8Array>; stderr: ReadableStream<Uint8Array> }) {
+  let out = "";
+  let err = "";
+  const read = async (stream: ReadableStream<Uint8Array>, add: (text: string) => void) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) add(decoder.decode(chunk, { stream: true }));
+  };
+  const ended = Promise.all([read(proc.stdout, (t) => (out += t)), read(proc.stderr, (t) => (err += t))]).then(() => ({ stdout: out, stderr: err }));
+  return { stdout: () => out, stderr: () => err, ended };
 }
 
 /** Records every event of a typed client, in order (for tests of src/client.ts). */
@@ -409,18 +410,23 @@ export async function rawHttpConnection(port: number) {
  * test registers closed after it, servers stopped after each test, Redis stopped after the file.
  */
 export function redisPerFile(start: () => Promise<{ owned: boolean; stop(): Promise<void> }>) {
-  let redis: { owned: boolean; stop(): Promise<void> } | undefined;
+  redisForFile(start);
   const clients: Client[] = [];
-  beforeAll(async () => {
-    redis = await start();
-  });
   afterEach(async () => {
     for (const c of clients.splice(0)) c.close();
     await stopAll();
+  });
+  return { clients };
+}
+
+/** A test file's own redis-server: started before its tests; after them, the file's servers stop, then Redis. */
+export function redisForFile(start: () => Promise<{ owned: boolean; stop(): Promise<void> }>): void {
+  let redis: { owned: boolean; stop(): Promise<void> } | undefined;
+  beforeAll(async () => {
+    redis = await start();
   });
   afterAll(async () => {
     await stopAll();
     if (redis?.owned) await redis.stop();
   });
-  return { clients };
 }

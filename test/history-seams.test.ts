@@ -1,19 +1,13 @@
 // The recovery step's own seams on a real Redis: a recovery in flight (its history read held back by
 // `CLIENT PAUSE ... WRITE`, which stops the read script while SUBSCRIBE and PING go on) meets an unsubscribe, a
 // close, and live messages; nothing may be sent after `unsubscribed`, no buffer may be left behind.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { ServerFrame } from "../src/protocol.ts";
-import { Client, serve, stopAll, until, type TestServer } from "./helpers.ts";
+import { Client, redisForFile, serve, until, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 let redis: TestRedis;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await stopAll();
-  if (redis.owned) await redis.stop();
-});
+redisForFile(async () => (redis = await startRedis()));
 
 async function node(): Promise<TestServer> {
   const server = serve({ REDIS_URL: redis.url });

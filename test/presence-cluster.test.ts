@@ -1,17 +1,11 @@
 // Presence across nodes on a real Redis: three nodes see the same members, join/leave reach every watcher once,
 // and a node killed with SIGKILL (a real process) leaves every topic within PRESENCE_TTL_MS, announced once.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Client, serve, spawnEntry, stopAll, until, type TestServer } from "./helpers.ts";
+import { describe, expect, test } from "bun:test";
+import { Client, redisForFile, serve, spawnEntry, until, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 let redis: TestRedis;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await stopAll();
-  if (redis.owned) await redis.stop();
-});
+redisForFile(async () => (redis = await startRedis()));
 
 const TTL = 600;
 
