@@ -46,6 +46,16 @@ export class MemoryPresence implements Presence {
     return { clients: members.size, users: users.size };
   }
 
+  /** The entries of `topic` by connection id (undefined when it has none). */
+  members(topic: string): ReadonlyMap<string, PresenceEntry> | undefined {
+    return this.topics.get(topic);
+  }
+
+  /** Every topic with entries, and its entries. */
+  held(): IterableIterator<[string, ReadonlyMap<string, PresenceEntry>]> {
+    return this.topics.entries();
+  }
+
   gauges(): Record<string, number> {
     return { entries: this.entries, topics: this.topics.size };
   }

@@ -14,6 +14,7 @@
 // The store keeps this node's own entries (an index per topic) to refresh them: `refreshAll()` runs on the
 // heartbeat's clock every ttlMs / 3, one script per topic with local entries.
 import { sha1, type RedisSend } from "../broker/lua.ts";
+import { MemoryPresence } from "./memory.ts";
 import type { Presence, PresenceEntry, PresenceList, PresenceStats } from "./presence.ts";
 
 
@@ -155,9 +156,8 @@ export interface RedisPresenceOptions {
 
 export class RedisPresence implements Presence {
   private readonly now: () => number;
-  /** This node's entries, per topic: what its refreshes keep alive. */
-  private readonly local = new Map<string, Map<string, PresenceEntry>>();
-  private localEntries = 0;
+  /** This node's entries, per topic: what its refreshes keep alive (the memory store's bookkeeping, reused). */
+  private readonly local = new MemoryPresence();
   /** Scripts sent by refreshes (for /metrics: the cost of presence in Redis commands). */
   refreshes = 0;
   private listsInFlight = 0;
@@ -169,10 +169,7 @@ export class RedisPresence implements Presence {
 
   async add(topic: string, entry: PresenceEntry): Promise<boolean> {
     // Kept locally first: if Redis is down now, the next refresh that reaches it adds the entry (a join then).
-    let mine = this.local.get(topic);
-    if (mine === undefined) this.local.set(topic, (mine = new Map()));
-    if (!mine.has(entry.connectionId)) this.localEntries++;
-    mine.set(entry.connectionId, entry);
+    this.local.add(topic, entry);
     const { ttlMs } = this.options;
     const now = this.now();
     const [fresh, gone] = (await this.run("add", topic, [String(now), entry.connectionId, JSON.stringify(entry), entry.user ?? "", String(now + ttlMs), String(ttlMs * 2)])) as [number, string[]];
@@ -181,11 +178,7 @@ export class RedisPresence implements Presence {
   }
 
   async remove(topic: string, connectionId: string): Promise<PresenceEntry | undefined> {
-    const mine = this.local.get(topic);
-    if (mine?.delete(connectionId)) {
-      this.localEntries--;
-      if (mine.size === 0) this.local.delete(topic);
-    }
+    this.local.remove(topic, connectionId);
     const entry = (await this.run("remove", topic, [connectionId])) as string | null;
     return entry === null ? undefined : (JSON.parse(entry) as PresenceEntry);
   }
@@ -203,7 +196,7 @@ export class RedisPresence implements Presence {
     // Only what this node still holds now: an entry removed since (its remove found nothing to remove) must
     // not come back as a ghost.
     const byId = new Map(entries.map((e) => [e.connectionId, e]));
-    const mine = this.local.get(topic);
+    const mine = this.local.members(topic);
     const args = [String(this.now() + ttlMs), String(ttlMs * 2)];
     for (const id of missing) {
       const entry = byId.get(id);
@@ -216,7 +209,7 @@ export class RedisPresence implements Presence {
 
   /** Refreshes every topic this node has entries in (one script each); failures wait for the next round. */
   refreshAll(): void {
-    for (const [topic, mine] of this.local) {
+    for (const [topic, mine] of this.local.held()) {
       this.refreshes++;
       this.refresh(topic, [...mine.values()]).then(
         (back) => back.length > 0 && this.options.rejoined?.(topic, back),
@@ -226,7 +219,7 @@ export class RedisPresence implements Presence {
   }
 
   gauges(): Record<string, number> {
-    return { entries: this.localEntries, topics: this.local.size, refreshes: this.refreshes };
+    return { ...this.local.gauges(), refreshes: this.refreshes };
   }
 
   async list(topic: string, max: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<PresenceList> {
