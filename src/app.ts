@@ -1,7 +1,7 @@
 // The HTTP surface: health, readiness, the HTTP API (publish, broadcast, history, presence, the commands
-// disconnect and unsubscribe for every node, and the cluster view: nodes and topics), and the two WebSocket routes.
-// Elysia performs the upgrade and carries the frame types (for Eden); the frames themselves are handled by the
-// Gateway's native handlers.
+// disconnect and unsubscribe for every node, and the cluster view: nodes and topics), and the WebSocket routes
+// (/connect, and /echo for benchmarks). Elysia performs the upgrade and carries the frame types (for Eden); the
+// frames themselves are handled by the Gateway (src/plugin.ts mounts these routes on an app).
 import type { Server } from "bun";
 import { Elysia, ElysiaCustomStatusResponse, status } from "elysia";
 import type { Config } from "./config.ts";
@@ -38,18 +38,23 @@ const DISCONNECT_SHAPE = '{"user": string} or {"connectionId": string}';
 const UNSUBSCRIBE_SHAPE = '{"user": string, "topic": string} or {"connectionId": string, "topic": string}';
 
 
-/**
- * Bun closes a connection that sends nothing for this long (timer granularity ~4 s), after its request headers
- * are complete: a stalled body, an idle keep-alive, a handler pending this long. Bun's own default; Elysia
- * raises it to 30. It does not apply to WebSockets once upgraded (their deadline is the heartbeat's), nor to a
- * request whose headers are still arriving (Bun's fixed ~10-14 s, see README Limits).
- */
-const HTTP_IDLE_TIMEOUT_S = 10;
-
 const CONNECT_ROUTE = Route.connect;
 const ECHO_ROUTE = Route.echo;
 
-export function createApp(config: Config, gateway: Gateway, log: Logger, cluster: ClusterView) {
+export interface RouteOptions<Prefix extends string> {
+  /** Mount every route under this path (`/realtime` -> `/realtime/connect`, `/realtime/api/publish`). */
+  prefix?: Prefix;
+  /** Also serve /echo (the benchmark route). */
+  echo?: boolean;
+}
+
+export function createRoutes<const Prefix extends string = "">(
+  config: Config,
+  gateway: Gateway,
+  log: Logger,
+  cluster: ClusterView,
+  options: RouteOptions<Prefix> = {},
+) {
   const startedAt = performance.now();
   const checkApiKey = apiKeyCheck(config.API_KEY);
   const admit = createAdmission(config, gateway, log);
@@ -132,18 +137,7 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
       )
       .use(onlyPost(path, PUBLISH_SHAPE));
 
-  return new Elysia({
-    // Elysia finds the path by looking for the first "/" from index 11 of the URL, assuming a host of at least
-    // 4 characters: `Host: ws` (what `ws://ws/connect` sends) then gets 404 on /connect and /echo. Bun serves
-    // plain http here (TLS, if any, ends at the load balancer), so every URL starts with the 7 characters
-    // "http://" and the path is the first "/" from there, whatever the Host.
-    handler: { standardHostname: false },
-    serve: { idleTimeout: HTTP_IDLE_TIMEOUT_S },
-  })
-    // An unknown path answers like every other refusal: JSON with the reason (Elysia's own is text/plain).
-    .onError(({ code, request }) => {
-      if (code === "NOT_FOUND") return status(404, { error: `no route ${new URL(request.url).pathname}: see the README's Routes` });
-    })
+  const routes = new Elysia({ prefix: (options.prefix ?? "") as Prefix })
     .get("/healthz", ({ set }) => {
       if (gateway.draining) set.status = 503;
       return {
@@ -171,11 +165,12 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
           if (typeof outcome !== "number") return { topic, error: outcome.code, message: outcome.message };
           return outcome > 0 ? { topic, offset: outcome } : { topic };
         });
-        // Every topic refused for the same reason (nothing stored, or no answer in time): the answer of a
-        // single refused publish, 503 or 504; a mix keeps 200 and the results say which is which.
+        // Every topic refused for the same passing reason (nothing stored, or no answer in time): the answer of
+        // a single refused publish, 503 or 504. Otherwise 200, and the results say which topic got what (a
+        // refusal of the request itself, 400, would hide which topics it was about).
         const refused = outcomes.filter((o) => typeof o !== "number");
         const first = refused[0];
-        if (first !== undefined && refused.length === outcomes.length && refused.every((o) => o.code === first.code) && first.code !== "invalid_topic") {
+        if (first !== undefined && refused.length === outcomes.length && refused.every((o) => o.code === first.code) && httpStatusOf(first.code) !== 400) {
           return status(httpStatusOf(first.code), { error: first.message });
         }
         return { status: "published" as const, results };
@@ -252,12 +247,19 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();
     })
-    .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: (context) => admit(context, CONNECT_ROUTE) })
-    .ws(ECHO_ROUTE, { upgrade: (context) => admit(context, ECHO_ROUTE) })
+    // `open` runs only under Elysia's own dispatcher (an app that listens without `websocket: sb.websocket`):
+    // with the gateway's handlers in place, Bun calls them directly (src/plugin.ts).
+    .ws(CONNECT_ROUTE, { body: ClientFrame, response: ServerFrame, upgrade: (context) => admit(context, CONNECT_ROUTE), open: (ws) => gateway.dispatchedOpen(ws.raw as never) })
     // Elysia sends a GET here unless its Upgrade header is exactly "websocket"; RFC 6455 makes the value
     // case-insensitive, so an `Upgrade: WebSocket` client is upgraded here through the same admission.
-    .get(CONNECT_ROUTE, (context) => upgradeOrRefuse(context, CONNECT_ROUTE))
-    .get(ECHO_ROUTE, (context) => upgradeOrRefuse(context, ECHO_ROUTE));
+    .get(CONNECT_ROUTE, (context) => upgradeOrRefuse(context, CONNECT_ROUTE));
+  // Untyped for Eden on purpose: the benchmark route is not part of the API.
+  if (options.echo === true) {
+    routes
+      .ws(ECHO_ROUTE, { upgrade: (context) => admit(context, ECHO_ROUTE), open: (ws) => gateway.dispatchedOpen(ws.raw as never) })
+      .get(ECHO_ROUTE, (context) => upgradeOrRefuse(context, ECHO_ROUTE));
+  }
+  return routes;
 
   async function upgradeOrRefuse(
     context: { request: Request; server: Server<unknown> | null; set: { headers: Record<string, unknown> } },
@@ -267,8 +269,9 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
       context.set.headers.upgrade = "websocket";
       return status(426, { error: "this route speaks WebSocket: send a GET with Upgrade: websocket" });
     }
-    // The same checks as the .ws() routes; the gateway's `open` reads what they leave on `data`.
-    const data = { request: context.request, server: context.server };
+    // The same checks as the .ws() routes; the gateway's `open` reads what they leave on `data` (`open`: what
+    // Elysia's own dispatcher calls, when it is in place).
+    const data = { request: context.request, server: context.server, open: gateway.dispatchedOpen };
     await admit(data, route);
     if (context.server?.upgrade(context.request, { data })) return;
     const slot = (data as Admitted).slot;
@@ -277,7 +280,10 @@ export function createApp(config: Config, gateway: Gateway, log: Logger, cluster
   }
 }
 
-/** A refusal of the topic pipeline over HTTP: the store down 503, no answer in time 504, the request 400. */
+/**
+ * A refusal of the topic pipeline over HTTP: the store down 503, no answer in time 504; the request 400 (its
+ * topic or data, a topic the server does not serve, a feature the topic's configuration turns off).
+ */
 function httpStatusOf(code: ErrorCode): 400 | 503 | 504 {
   return code === "unavailable" ? 503 : code === "unconfirmed" ? 504 : 400;
 }
@@ -310,4 +316,5 @@ function validationMessage(error: unknown): string {
   return parts.length ? parts.join("; ") : "invalid body";
 }
 
-export type App = ReturnType<typeof createApp>;
+/** The routes' type as Eden and the typed client see them (no prefix). */
+export type App = ReturnType<typeof createRoutes<"">>;

@@ -9,6 +9,7 @@
 import { treaty } from "@elysiajs/eden";
 import type { App } from "./app.ts";
 import type { ErrorCode, Json } from "./protocol.ts";
+import type { DataOf, InputOf, TopicTypes } from "./topics/define.ts";
 import { reconnectAfterClose, reconnectAfterRefusal, Route, UpgradeRefusal, type ReconnectPolicy } from "./protocol-tables.ts";
 
 /** The /connect route as Eden sees it: frame types come from the server's zod schemas through `App`. */
@@ -247,7 +248,11 @@ function positive(name: string, value: number | undefined, fallback: number, inf
 
 const asError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)));
 
-export class SwitchboardClient {
+/**
+ * `Topics`: the server's topic definitions (`connect<typeof topics>(url)`, types only): subscribe() handlers get
+ * each topic's schema output, publish() takes its schema input. Without them every topic carries any JSON.
+ */
+export class SwitchboardClient<Topics extends TopicTypes = undefined> {
   /** "connecting" until the first welcome; "open"; "reconnecting" between sockets; "closed" for good. */
   state: "connecting" | "open" | "reconnecting" | "closed" = "connecting";
   connectionId: string | undefined;
@@ -349,7 +354,10 @@ export class SwitchboardClient {
    * event says whether the missed messages could be replayed. `since` resumes from a stored position (a
    * second subscribe() of a held topic adds a handler and ignores it).
    */
-  subscribe<T extends Json = Json>(topic: string, handler: Handler<T>, options: SubscribeOptions = {}): () => void {
+  subscribe<K extends string>(topic: K, handler: Handler<DataOf<Topics, K>>, options?: SubscribeOptions): () => void;
+  /** Without topic definitions, a handler may name the data type it expects (unchecked: the server sends JSON). */
+  subscribe<T extends Json = Json>(this: SwitchboardClient<undefined>, topic: string, handler: Handler<T>, options?: SubscribeOptions): () => void;
+  subscribe(topic: string, handler: Handler<never>, options: SubscribeOptions = {}): () => void {
     let subscription = this.topics.get(topic);
     if (subscription === undefined) {
       const since = options.since;
@@ -384,8 +392,8 @@ export class SwitchboardClient {
    * delivered: at-most-once, never resent), QueueFullError. While disconnected, publishes wait in order (up to
    * maxQueuedPublishes) and are sent after the subscriptions are restored.
    */
-  publish(topic: string, data: Json): Promise<{ offset?: number }> {
-    return this.request({ type: "publish", topic, data, id: this.nextId++ }).then(({ frame }) =>
+  publish<K extends string>(topic: K, data: InputOf<Topics, K>): Promise<{ offset?: number }> {
+    return this.request({ type: "publish", topic, data: data as Json, id: this.nextId++ }).then(({ frame }) =>
       frame.type === "ack" && frame.offset !== undefined ? { offset: frame.offset } : {},
     );
   }
@@ -944,6 +952,6 @@ export class SwitchboardClient {
  * `ws://host:port`, `http://host:port` (wss/https alike); reconnects until close() or the server's policy
  * says stop.
  */
-export function connect(url: string, options?: ClientOptions): SwitchboardClient {
-  return new SwitchboardClient(url, options);
+export function connect<Topics extends TopicTypes = undefined>(url: string, options?: ClientOptions): SwitchboardClient<Topics> {
+  return new SwitchboardClient<Topics>(url, options);
 }

@@ -26,7 +26,7 @@ import { evalOrLoad, sha1, type RedisSend } from "./broker/lua.ts";
 import type { Clock } from "./clock.ts";
 import type { Gateway } from "./gateway.ts";
 import { NodeRecord } from "./protocol.ts";
-import type { Refusal } from "./topics.ts";
+import type { Refusal } from "./topics/pipeline.ts";
 import pkg from "../package.json" with { type: "json" };
 
 /**

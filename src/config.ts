@@ -23,6 +23,11 @@ const boolean = (fallback: boolean) =>
 
 const MiB = 1024 * 1024;
 
+/** Bounds of a topic's history, for HISTORY_SIZE / HISTORY_TTL_MS and for per-topic `history` alike. */
+export const HISTORY_SIZE_MAX = 10_000;
+export const HISTORY_TTL_MS_MIN = 1000;
+export const HISTORY_TTL_MS_MAX = 30 * 86_400_000;
+
 const API_KEY_MIN = 16;
 const apiKey = z.string().min(API_KEY_MIN, `must be at least ${API_KEY_MIN} characters`).optional();
 
@@ -60,9 +65,9 @@ export const ConfigSchema = z.object({
    * wait for storage). 100 covers a reconnect of a few seconds on a busy topic (Centrifugo's examples use the
    * same order); at most 10,000, because a recovery replays up to this many frames in one step.
    */
-  HISTORY_SIZE: integer(100, 0, 10_000),
+  HISTORY_SIZE: integer(100, 0, HISTORY_SIZE_MAX),
   /** A topic's messages are kept this long after its last publish: 5 minutes outlasts a phone's network switch. */
-  HISTORY_TTL_MS: integer(300_000, 1000, 30 * 86_400_000),
+  HISTORY_TTL_MS: integer(300_000, HISTORY_TTL_MS_MIN, HISTORY_TTL_MS_MAX),
   /**
    * Memory broker: all topics' stored messages together (frames plus 120 bytes of bookkeeping each, and ~200
    * per topic); past it the oldest go first. 64 MiB holds ~240,000 messages of ~150-byte frames (2,400 busy
@@ -87,6 +92,13 @@ export const ConfigSchema = z.object({
    * of src/cluster.ts (2 s, its reason there). Also the period of the message rates it reports.
    */
   NODE_ANNOUNCE_MS: wholeNumber(50, 600_000).optional(),
+  /**
+   * The topic definitions (src/topics/define.ts): a TypeScript file whose default export is defineTopics({...}),
+   * relative to the working directory. Unset: ./switchboard.config.ts if that file exists, else none.
+   */
+  SWITCHBOARD_CONFIG: z.string().optional(),
+  /** Refuse topics that no pattern of the topic definitions matches (`unknown_topic`); needs definitions. */
+  TOPICS_STRICT: boolean(false),
   /** Server processes sharing the port (reusePort); `auto` = one per core. More than 1 needs REDIS_URL. */
   WORKERS: z
     .string()
@@ -246,8 +258,11 @@ function originOf(entry: string): string {
   return url.origin;
 }
 
-/** Config for tests and embedding: defaults, then the overrides given. */
-export function configWith(overrides: Partial<Config> = {}): Config {
+/**
+ * Config for tests and embedding: the defaults (or what `env` sets: the plugin passes the process's), then the
+ * overrides given.
+ */
+export function configWith(overrides: Partial<Config> = {}, env: Record<string, string | undefined> = {}): Config {
   if (apiKeyConflict(overrides)) throw new ConfigError("API_KEY and PUBLISH_API_KEY (its old name) differ: set one of them");
-  return withApiKeyResolved({ ...loadConfig({}), ...overrides });
+  return withApiKeyResolved({ ...loadConfig(env), ...overrides });
 }

@@ -1,6 +1,6 @@
 // The socket lifecycle: Bun's native WebSocket handlers for both routes (open, message, close, error), the
 // heartbeat wiring, the rate limit, frame parsing and routing to the topic pipeline, recovery and drain.
-// Topic work lives in src/topics.ts; per-connection bookkeeping in src/connections.ts.
+// Topic work lives in src/topics/pipeline.ts; per-connection bookkeeping in src/connections.ts.
 //
 // Elysia owns the HTTP surface and performs the upgrade (so Eden gets its types from the `.ws()` routes), but
 // frames are handled here on Bun's raw ServerWebSocket: Elysia's per-message wrapper costs ~4x a raw echo,
@@ -20,7 +20,8 @@ import { MAX_JSON_DEPTH, textNestsTooDeep } from "./json-depth.ts";
 import { errorFields, type Logger } from "./log.ts";
 import { closeLabel, Metrics } from "./metrics.ts";
 import { ClientFrame, Close, encode, ErrorText, type ControlCommand, type FrameId, Route, type ErrorCode } from "./protocol.ts";
-import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics.ts";
+import { TopicPipeline, type PublishOutcome, type Refusal } from "./topics/pipeline.ts";
+import type { TopicRules } from "./topics/rules.ts";
 import type { HistoryRead } from "./history/history.ts";
 import type { Presence, PresenceList, PresenceStats } from "./presence/presence.ts";
 
@@ -69,6 +70,7 @@ export class Gateway {
     private readonly log: Logger,
     clock: Clock,
     private readonly presence: Presence,
+    rules: TopicRules,
   ) {
     this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
@@ -83,7 +85,7 @@ export class Gateway {
       },
       {
         maxTopics: config.MAX_TOPICS_PER_CONNECTION,
-        historySize: config.HISTORY_SIZE,
+        rules,
         recoveryBudgetBytes: Math.floor(config.BACKPRESSURE_LIMIT_BYTES / 2),
         connections: () => this.registry.open,
         presence,
@@ -240,28 +242,7 @@ export class Gateway {
       // and leaving Elysia's costs a JS call every time a socket's send buffer drains.
       drain: undefined,
 
-      open: (ws) => {
-        const admitted = ws.data as unknown as Admitted;
-        const conn = new Conn(ws, ++this.seq, admitted.route === Route.echo);
-        ws.data = conn; // drops Elysia's request context
-        if (conn.echo) (ws as EchoSocket)[ECHO_CONN] = conn;
-        if (!registry.add(conn, admitted.slot)) {
-          // The reservation expired before the socket opened and its place may be taken: do not overshoot.
-          conn.closed = true;
-          ws.close(Close.tryAgainLater.code, Close.tryAgainLater.reason);
-          return;
-        }
-        heartbeat.track(conn);
-        this.metrics.upgradesAccepted.inc(conn.echo ? "echo" : "connect");
-        if (admitted.identity !== undefined) {
-          registry.identify(conn, admitted.identity);
-          if (admitted.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, admitted.identity.expiresAtMs);
-        }
-        if (limited && !conn.echo) conn.bucket = rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
-        if (!conn.echo) {
-          this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.readDeadlineMs));
-        }
-      },
+      open: (ws) => this.opened(ws, Conn),
 
       message: (ws, raw) => {
         const echo = (ws as EchoSocket)[ECHO_CONN];
@@ -317,6 +298,48 @@ export class Gateway {
     };
   }
 
+  /** A socket opened: its Conn (of `Kind`) replaces Elysia's request context, and it is counted and greeted. */
+  private opened(ws: Socket, Kind: typeof Conn): void {
+    const { heartbeat, registry } = this;
+    const admitted = ws.data as unknown as Admitted;
+    const conn = new Kind(ws, ++this.seq, admitted.route === Route.echo);
+    ws.data = conn; // drops Elysia's request context
+    if (conn.echo) (ws as EchoSocket)[ECHO_CONN] = conn;
+    if (!registry.add(conn, admitted.slot)) {
+      // The reservation expired before the socket opened and its place may be taken: do not overshoot.
+      conn.closed = true;
+      ws.close(Close.tryAgainLater.code, Close.tryAgainLater.reason);
+      return;
+    }
+    heartbeat.track(conn);
+    this.metrics.upgradesAccepted.inc(conn.echo ? "echo" : "connect");
+    if (admitted.identity !== undefined) {
+      registry.identify(conn, admitted.identity);
+      if (admitted.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, admitted.identity.expiresAtMs);
+    }
+    if (registry.rate.enabled && !conn.echo) conn.bucket = registry.rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
+    if (!conn.echo) {
+      this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.readDeadlineMs));
+    }
+  }
+
+  /**
+   * `open` under Elysia's own dispatcher (an app listening without `websocket: sb.websocket`), which calls
+   * `ws.data.<event>(ws, ...)` for every event: the Conn it gets is one whose methods call the same handlers.
+   * Bun options (payload limit, backpressure, deflate) come from the app's `websocket` config then, which the
+   * plugin sets (src/plugin.ts). A throw is this connection's failure, as with the native handlers.
+   */
+  readonly dispatchedOpen = (ws: Socket): void => {
+    try {
+      this.opened(ws, this.DispatchedConn);
+    } catch (error) {
+      this.fail(ws.data instanceof Conn ? ws.data : undefined, error, "open");
+    }
+  };
+
+  /** Conns for Elysia's dispatcher: methods on the prototype, so no connection carries more than a Conn. */
+  private readonly DispatchedConn: typeof Conn = dispatchedConn(() => this.websocket);
+
   /** Sends one frame to one socket, counted. */
   private send(ws: Socket, frame: string): void {
     ws.send(frame);
@@ -363,7 +386,7 @@ export class Gateway {
     const frame = parsed.data;
     switch (frame.type) {
       case "publish": {
-        const outcome = this.topics.publish(frame.topic, frame.data, conn.identity);
+        const outcome = this.topics.publish(frame.topic, frame.data, conn);
         if (typeof outcome === "number") {
           if (frame.id !== undefined) this.send(ws, encode.ack(frame.id, outcome));
         } else if (outcome instanceof Promise) {
@@ -454,4 +477,28 @@ function cheapIdOf(raw: string | Buffer): FrameId | undefined {
   } catch {
     return undefined;
   }
+}
+
+const NO_PAYLOAD = Buffer.alloc(0);
+
+/**
+ * A Conn class for Elysia's dispatcher, which calls `ws.data.message(ws, raw)` (and close, ping, pong): its
+ * methods hand each event to the gateway's handlers, the same ones Bun calls directly otherwise. A throw goes
+ * back through the dispatcher to Bun, which calls the handlers' `error` (kept in the app's websocket config).
+ */
+function dispatchedConn(handlers: () => WebSocketHandler<Conn>): typeof Conn {
+  return class DispatchedConn extends Conn {
+    message(ws: Socket, raw: string | Buffer<ArrayBuffer>): void {
+      void handlers().message?.(ws, raw);
+    }
+    close(ws: Socket, code: number, reason: string): void {
+      void handlers().close?.(ws, code, reason);
+    }
+    ping(ws: Socket): void {
+      void handlers().ping?.(ws, NO_PAYLOAD);
+    }
+    pong(ws: Socket): void {
+      void handlers().pong?.(ws, NO_PAYLOAD);
+    }
+  };
 }

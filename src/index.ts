@@ -1,5 +1,6 @@
-// Entry point: config -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
-// Exit codes: 0 after a drain, 1 a supervisor that gave up (or a crash), 2 bad configuration, 3 cannot listen.
+// Entry point: config and topic definitions -> server (or a supervisor of WORKERS servers) -> graceful shutdown.
+// Exit codes: 0 after a drain, 1 a supervisor that gave up (or a crash), 2 bad configuration (topic definitions
+// included), 3 cannot listen.
 // A start-up failure is one line on stderr naming the variable, never a stack trace or a secret's value.
 import { openModeWarning } from "./auth/admission.ts";
 import { importPublicKey } from "./auth/tokens.ts";
@@ -7,6 +8,8 @@ import { ConfigError, loadConfig, shownValue, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";
 import { supervise } from "./supervisor.ts";
+import type { TopicDefinitions } from "./topics/define.ts";
+import { loadTopicDefinitions } from "./topics/load.ts";
 
 let config: Config;
 try {
@@ -27,13 +30,27 @@ if (config.AUTH_PUBLIC_KEY !== undefined) {
   }
 }
 
+// Loaded here also when WORKERS > 1 (each worker loads it again): a broken file stops the start with exit 2
+// instead of every worker failing.
+let topics: TopicDefinitions | undefined;
+try {
+  topics = await loadTopicDefinitions(config);
+  if (config.TOPICS_STRICT && topics === undefined) {
+    throw new ConfigError("invalid configuration: TOPICS_STRICT=true refuses every topic without topic definitions: set SWITCHBOARD_CONFIG");
+  }
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(`switchboard: ${error.message}`);
+  process.exit(2);
+}
+
 const log = new Logger(config.LOG_LEVEL);
 // Keep serving the other connections whatever one async path does; log it so it gets fixed.
 process.on("unhandledRejection", (reason) => log.error("unhandled_rejection", errorFields(reason)));
 
 try {
   if (config.WORKERS > 1) await supervise(config, log);
-  else serveHere(config, log);
+  else serveHere(config, log, topics);
 } catch (error) {
   const reason = listenFailure(config, error);
   if (reason === undefined) throw error;
@@ -60,8 +77,8 @@ function listenFailure(config: Config, error: unknown): string | undefined {
   }
 }
 
-function serveHere(config: Config, log: Logger): void {
-  const running = startServer(config, { log });
+function serveHere(config: Config, log: Logger, topics: TopicDefinitions | undefined): void {
+  const running = startServer(config, { log, topics });
   let signalled = false;
   const onSignal = (signal: string) => {
     if (signalled) return;
@@ -91,6 +108,7 @@ function serveHere(config: Config, log: Logger): void {
     url: running.url,
     broker: config.REDIS_URL === undefined ? "memory" : "redis",
     auth: warning === undefined ? "jwt" : "open",
+    topicPatterns: topics?.entries.length ?? 0,
     pid: process.pid,
   });
   console.log(`switchboard listening on ${running.url} (${ws}/connect, ${ws}/echo)${broker}${warning ? " [OPEN MODE]" : ""}`);

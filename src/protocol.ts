@@ -197,6 +197,12 @@ export const ErrorCode = z.enum([
   "rate_limited",
   "unavailable",
   "unconfirmed",
+  /** The publish's `data` fails its topic's schema (the message says why, from zod). Nothing was published. */
+  "invalid_data",
+  /** TOPICS_STRICT: no pattern of the topic definitions matches the topic. */
+  "unknown_topic",
+  /** The topic's configuration (or the server's) turns this off: history, presence, join/leave. Do not retry. */
+  "not_available",
 ]);
 export type ErrorCode = z.infer<typeof ErrorCode>;
 
@@ -281,6 +287,7 @@ export const ErrorText = {
   unavailable: "history store unavailable: nothing was published; retry later",
   unconfirmed: "the history store did not confirm in time: the message may or may not have been published",
   unreadable: "history store unavailable: retry later",
+  unknownTopic: "no topic definition matches this topic (TOPICS_STRICT)",
 } as const;
 
 // Serializers. Key order is fixed; optional `id` is omitted when absent. These run on the hot path, so the

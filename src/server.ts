@@ -1,24 +1,19 @@
-// Assembles a running server: broker, gateway (hub, topic pipeline, connections, heartbeat), cluster view, Elysia
-// app, and a drain-then-stop.
+// The standalone server: the switchboard plugin (src/plugin.ts) on an otherwise empty Elysia app, listening with
+// the gateway's native WebSocket handlers, and a drain-then-stop.
 import type { Server } from "bun";
-import { createApp, type App } from "./app.ts";
+import { Elysia, status } from "elysia";
+import type { App } from "./app.ts";
 import type { Broker } from "./broker/broker.ts";
-import { MemoryBroker } from "./broker/memory.ts";
-import { RedisBroker } from "./broker/redis.ts";
-import { systemClock, type Clock } from "./clock.ts";
-import { ClusterView, NODE_ANNOUNCE_MS } from "./cluster.ts";
+import type { ClusterView } from "./cluster.ts";
 import type { Config } from "./config.ts";
-import { Gateway } from "./gateway.ts";
-import type { Hub } from "./hub.ts";
-import { Logger } from "./log.ts";
-import { MemoryHistory } from "./history/memory.ts";
-import { MemoryPresence } from "./presence/memory.ts";
-import { PRESENCE_SCRIPTS, RedisPresence } from "./presence/redis.ts";
-import type { Presence } from "./presence/presence.ts";
-import type { TopicPipeline } from "./topics.ts";
+import type { Gateway } from "./gateway.ts";
+import { createSwitchboard, type Switchboard, type SwitchboardDeps } from "./plugin.ts";
+import type { TopicPipeline } from "./topics/pipeline.ts";
 
 export interface RunningServer {
   app: App;
+  /** The plugin's controls (drain, stop) and parts. */
+  switchboard: Switchboard;
   gateway: Gateway;
   /** The topic pipeline: publish/subscribe as sockets and the HTTP API do. */
   topics: TopicPipeline;
@@ -32,71 +27,31 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-export interface ServerDeps {
-  broker?: Broker;
-  log?: Logger;
-  /** Who is in each topic (default: this process's memory). */
-  presence?: Presence;
-  /** Time for heartbeats, token expiry, rate limits and Redis health (tests pass a ManualClock). */
-  clock?: Clock;
-}
+export type ServerDeps = SwitchboardDeps;
 
-/** `held(topic)`: whether the topic has local subscribers (the memory history keeps their position). */
-function createBroker(config: Config, log: Logger, clock: Clock, held: (topic: string) => boolean): Broker {
-  const history = config.HISTORY_SIZE > 0 ? { size: config.HISTORY_SIZE, ttlMs: config.HISTORY_TTL_MS } : undefined;
-  if (config.REDIS_URL === undefined) {
-    return new MemoryBroker(history && new MemoryHistory({ ...history, maxBytes: config.HISTORY_MAX_BYTES, clock, held }));
-  }
-  return new RedisBroker({
-    url: config.REDIS_URL,
-    log,
-    clock,
-    timeoutMs: config.REDIS_TIMEOUT_MS,
-    maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
-    history: history && { ...history, metaTtlMs: config.HISTORY_META_TTL_MS },
-    scripts: PRESENCE_SCRIPTS,
-  });
-}
+/**
+ * Bun closes a connection that sends nothing for this long (timer granularity ~4 s), after its request headers
+ * are complete: a stalled body, an idle keep-alive, a handler pending this long. Bun's own default; Elysia
+ * raises it to 30. It does not apply to WebSockets once upgraded (their deadline is the heartbeat's), nor to a
+ * request whose headers are still arriving (Bun's fixed ~10-14 s, see README Limits).
+ */
+const HTTP_IDLE_TIMEOUT_S = 10;
 
 export function startServer(config: Config, deps: ServerDeps = {}): RunningServer {
-  const log = deps.log ?? new Logger(config.LOG_LEVEL);
-  const clock = deps.clock ?? systemClock;
-  // The memory history asks the hub, which the gateway creates after the broker: bound once it exists.
-  let hub: Hub | undefined;
-  const held = (topic: string) => (hub?.interestIn(topic) ?? 0) > 0;
-  const broker = deps.broker ?? createBroker(config, log, clock, held);
-  if (config.HISTORY_SIZE > 0 && !broker.storesHistory) {
-    // Every subscribe and publish would fail on it (1011): refuse the combination up front instead.
-    throw new Error(`HISTORY_SIZE=${config.HISTORY_SIZE} needs a broker with a history store; pass one, or set HISTORY_SIZE=0`);
-  }
-  // Presence: in Redis beside a Redis broker (on its connection), else this process's memory. The Redis store
-  // reports expired and re-added entries to the pipeline, which the gateway creates next: bound once it exists.
-  let topics: TopicPipeline | undefined;
-  let stopPresence = () => {};
-  let presence = deps.presence;
-  if (presence === undefined && broker instanceof RedisBroker) {
-    const store = new RedisPresence({
-      send: (command, args) => broker.command(command, args),
-      ttlMs: config.PRESENCE_TTL_MS,
-      now: () => clock.wall(),
-      expired: (topic, entries) => topics?.expired(topic, entries),
-      rejoined: (topic, entries) => topics?.rejoined(topic, entries),
-    });
-    // One timer for all entries: each round is one script per topic this node has entries in.
-    stopPresence = clock.every(Math.max(100, Math.floor(config.PRESENCE_TTL_MS / 3)), () => store.refreshAll());
-    presence = store;
-  }
-  const gateway = new Gateway(config, broker, log, clock, presence ?? new MemoryPresence());
-  hub = gateway.hub;
-  topics = gateway.topics;
-  // The cluster view: on Redis, beside the broker (its node id, its connection); announcing once listening.
-  const cluster = new ClusterView({
-    gateway,
-    clock,
-    periodMs: config.NODE_ANNOUNCE_MS ?? NODE_ANNOUNCE_MS,
-    redis: broker instanceof RedisBroker ? { nodeId: broker.nodeId, send: (command, args) => broker.command(command, args) } : undefined,
-  });
-  const app = createApp(config, gateway, log, cluster);
+  const switchboard = createSwitchboard(config, deps, { echo: true });
+  const app = new Elysia({
+    // Elysia finds the path by looking for the first "/" from index 11 of the URL, assuming a host of at least
+    // 4 characters: `Host: ws` (what `ws://ws/connect` sends) then gets 404 on /connect and /echo. Bun serves
+    // plain http here (TLS, if any, ends at the load balancer), so every URL starts with the 7 characters
+    // "http://" and the path is the first "/" from there, whatever the Host.
+    handler: { standardHostname: false },
+    serve: { idleTimeout: HTTP_IDLE_TIMEOUT_S },
+  })
+    // An unknown path answers like every other refusal: JSON with the reason (Elysia's own is text/plain).
+    .onError(({ code, request }) => {
+      if (code === "NOT_FOUND") return status(404, { error: `no route ${new URL(request.url).pathname}: see the README's Routes` });
+    })
+    .use(switchboard);
   try {
     app.listen({
       port: config.PORT,
@@ -104,35 +59,24 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
       // Elysia turns reusePort on by default: a forgotten dev server would silently take half the traffic.
       // Only the supervisor's workers share a port on purpose.
       reusePort: config.REUSE_PORT,
-      websocket: gateway.websocket as never,
+      websocket: switchboard.websocket as never,
     });
   } catch (error) {
-    gateway.stop();
-    stopPresence();
-    void broker.close();
+    void switchboard.stop();
     throw error;
   }
   const server = app.server! as Server<unknown>;
-  gateway.hub.attach(server);
-  const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
-  const url = `http://${host}:${server.port}`;
-  cluster.start(url);
+  const url = switchboard.url!;
 
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
     (stopping ??= (async () => {
-      gateway.drain();
-      // Off the cluster's list at once (its record deleted while Redis is still connected, before broker.close).
-      const leaving = cluster.close();
-      const grace = Bun.sleep(config.SHUTDOWN_GRACE_MS);
+      switchboard.drain();
       // Close handlers run synchronously, so sockets are gone; stop(true) also ends idle HTTP keep-alives.
-      await Promise.race([server.stop(true), grace]);
-      gateway.stop();
-      stopPresence();
-      await Promise.race([leaving, grace]);
-      await Promise.race([broker.close(), grace]);
-      gateway.hub.detach();
+      await Promise.race([server.stop(true), Bun.sleep(config.SHUTDOWN_GRACE_MS)]);
+      await switchboard.stop();
     })());
 
-  return { app, gateway, topics: gateway.topics, broker, cluster, server, url, shutdown };
+  const { gateway, topics, broker, cluster } = switchboard;
+  return { app: app as unknown as App, switchboard, gateway, topics, broker, cluster, server, url, shutdown };
 }

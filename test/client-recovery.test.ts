@@ -191,7 +191,7 @@ describe("memory server", () => {
     expect(await q.publish(topic, { n: 1 })).toEqual({});
     const unavailable = await q.history(topic).catch((e: unknown) => e);
     expect(unavailable).toBeInstanceOf(SwitchboardError);
-    expect(unavailable).toMatchObject({ code: "unavailable", message: "unavailable: history is off on this server (HISTORY_SIZE=0)" });
+    expect(unavailable).toMatchObject({ code: "not_available", message: "not_available: history is off on this server (HISTORY_SIZE=0)" });
   });
 
   test("history off: a reconnect is recovered:false with no position, and the client keeps working", async () => {

@@ -40,6 +40,7 @@ describe("loadConfig", () => {
       MAX_CONNECTIONS: 0,
       MAX_CONNECTIONS_PER_IP: 0,
       AUTH_REQUIRE_EXP: true,
+      TOPICS_STRICT: false,
       REUSE_PORT: false,
     });
   });

@@ -280,12 +280,13 @@ describe("HISTORY_SIZE=0", () => {
     expect(frames).toContainEqual({ type: "ack", id: 2 });
     expect(frames).toContainEqual({ type: "message", topic: "t", data: 1 });
     expect(await c.request({ type: "history", topic: "t", id: 3 })).toEqual({
-      type: "error", code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)", id: 3,
+      type: "error", code: "not_available", message: "history is off on this server (HISTORY_SIZE=0)", id: 3,
     });
     const res = await fetch(`${server.url}/publish`, { method: "POST", headers: { authorization: `Bearer ${KEY}` }, body: JSON.stringify({ topic: "t", data: 2 }) });
     expect(await res.json()).toEqual({ status: "published", topic: "t" });
     const api = await fetch(`${server.url}/api/history?topic=t`, { headers: { authorization: `Bearer ${KEY}` } });
-    expect(api.status).toBe(503);
+    expect(api.status).toBe(400);
+    expect(await api.json()).toEqual({ error: "history is off on this server (HISTORY_SIZE=0)" });
     c.close();
   });
 });

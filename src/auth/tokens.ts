@@ -4,6 +4,7 @@ import { createPublicKey, type KeyObject } from "node:crypto";
 import { decodeProtectedHeader, errors, importSPKI, jwtVerify } from "jose";
 import { z } from "zod";
 import type { Config } from "../config.ts";
+import { PatternTable } from "../topics/patterns.ts";
 
 /**
  * What a token must carry. `topics` patterns are exact topic names or prefixes ending in `*`
@@ -19,20 +20,14 @@ export const TokenClaims = z.object({
 });
 export type TokenClaims = z.infer<typeof TokenClaims>;
 
-/** Compiled topic patterns: a Set for exact names and a short list of prefixes, checked per frame. */
+/** A token's patterns for one operation: whether any matches (src/topics/patterns.ts has the syntax). */
 class PatternSet {
-  private readonly exact = new Set<string>();
-  private readonly prefixes: string[] = [];
+  private readonly table = new PatternTable<true>();
   constructor(patterns: string[]) {
-    for (const p of patterns) {
-      if (p.endsWith("*")) this.prefixes.push(p.slice(0, -1));
-      else this.exact.add(p);
-    }
+    for (const p of patterns) this.table.add(p, true);
   }
   allows(topic: string): boolean {
-    if (this.exact.has(topic)) return true;
-    for (const prefix of this.prefixes) if (topic.startsWith(prefix)) return true;
-    return false;
+    return this.table.match(topic) === true;
   }
 }
 

@@ -1,7 +1,7 @@
 // The cross-node broker: how a published frame reaches the subscribers of every node, and how a node tells
 // the others which topics it needs. Composed beside the local hub (src/hub.ts), never inherited from it.
 import type { Config } from "../config.ts";
-import type { HistoryQuery, HistoryRead } from "../history/history.ts";
+import type { HistoryOptions, HistoryQuery, HistoryRead } from "../history/history.ts";
 import type { ControlCommand } from "../protocol.ts";
 
 export interface BrokerStatus {
@@ -67,9 +67,9 @@ export interface Broker {
    * anywhere, so a retry creates no gap. A rejection after a timeout may still have been stored (the store
    * was slow, not down): a retry then stores the message twice, under two offsets.
    * `read` answers a history query; it rejects with HistoryUnavailable too. Brokers built without history
-   * throw on both.
+   * throw on both. `retention`: the topic's own (its definition's), else the store's defaults.
    */
-  append(topic: string, head: string): number | Promise<number>;
+  append(topic: string, head: string, retention?: HistoryOptions): number | Promise<number>;
   /**
    * A presence event (`join`/`leave` frame of `topic`) for the topic's `presence: true` subscribers on every
    * node, this one included (delivered on the internal topic `presenceTopic(topic)`). At most once per node;

@@ -1,7 +1,7 @@
 // One process alone: a publish is the hub's native fan-out and nothing else; there are no other nodes to
 // subscribe at, so every subscription is effective at once. History, when on, is this process's memory
 // (src/history/memory.ts): storing and delivering are one synchronous step, so offsets are in order for free.
-import type { HistoryQuery, HistoryRead } from "../history/history.ts";
+import type { HistoryOptions, HistoryQuery, HistoryRead } from "../history/history.ts";
 import type { MemoryHistory } from "../history/memory.ts";
 import type { ControlCommand } from "../protocol.ts";
 import { presenceTopic } from "../presence/presence.ts";
@@ -30,9 +30,9 @@ export class MemoryBroker implements Broker {
     this.deliver(topic, frame);
     return PUBLISHED;
   }
-  append(topic: string, head: string): number {
+  append(topic: string, head: string, retention?: HistoryOptions): number {
     if (this.deliver === undefined || this.history === undefined) throw new Error("broker without history, or used before start()");
-    const stored = this.history.append(topic, head);
+    const stored = this.history.append(topic, head, retention);
     this.deliver(topic, stored.frame, stored.offset);
     return stored.offset;
   }

@@ -21,7 +21,7 @@ import { RedisClient } from "bun";
 import { systemClock, type Clock } from "../clock.ts";
 import { errorFields, type Logger } from "../log.ts";
 import { ControlCommand } from "../protocol.ts";
-import { HistoryUnavailable, type HistoryQuery, type HistoryRead } from "../history/history.ts";
+import { HistoryUnavailable, type HistoryOptions, type HistoryQuery, type HistoryRead } from "../history/history.ts";
 import {
   APPEND_SCRIPT,
   APPEND_SHA,
@@ -237,7 +237,7 @@ export class RedisBroker implements Broker {
    * Redis is unreachable or over maxPendingBytes, and when the script fails or the connection drops before
    * its reply (the stall check drops a hung connection within ~timeoutMs, which rejects what was in flight).
    */
-  append(topic: string, head: string): Promise<number> {
+  append(topic: string, head: string, retention?: HistoryOptions): Promise<number> {
     const history = this.requireHistory();
     const link = this.link;
     const size = head.length + topic.length + 64;
@@ -252,7 +252,7 @@ export class RedisBroker implements Broker {
     // the same connection, which may already have succeeded (another node reloaded the script): one
     // publisher's order would break. The scripts are loaded before a connection is used; a NOSCRIPT (SCRIPT
     // FLUSH, a failover) refuses this publish as unavailable (it was not run) and reloads them.
-    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history, link.runId)]).then(
+    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history, link.runId, retention)]).then(
       (offset) => {
         link.onSent();
         return offset as number;

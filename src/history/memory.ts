@@ -37,6 +37,8 @@ interface TopicLog {
   lastPublishAt: number;
   /** The last publish, creation, or last local subscriber leaving: the position lives ttlMs after it. */
   lastTouchedAt: number;
+  /** The topic's retention TTL (its definition's, or the store's), as of its last publish. */
+  ttlMs: number;
 }
 
 export interface MemoryHistoryOptions extends HistoryOptions {
@@ -62,12 +64,16 @@ export class MemoryHistory {
   private readonly stopSweep: () => void;
 
   constructor(private readonly options: MemoryHistoryOptions) {
-    // Expiry is also checked on every access, so the sweep only returns memory; once a second is plenty.
+    // Expiry is also checked on every access, so the sweep only returns memory; once a second is plenty (no
+    // topic's TTL is shorter: HISTORY_TTL_MS_MIN).
     this.stopSweep = options.clock.every(Math.min(options.ttlMs, 1000), () => this.sweep());
   }
 
-  /** Stores the message `head` + its offset; returns the offset and the frame to deliver. */
-  append(topic: string, head: string): StoredMessage {
+  /**
+   * Stores the message `head` + its offset; returns the offset and the frame to deliver. `retention`: the
+   * topic's own (its definition's), else the store's.
+   */
+  append(topic: string, head: string, retention: HistoryOptions = this.options): StoredMessage {
     const now = this.options.clock.now();
     let log = this.logs.get(topic);
     if (log !== undefined) this.expireIfDue(log, now);
@@ -80,10 +86,11 @@ export class MemoryHistory {
     log.entries.push(entry);
     log.lastPublishAt = now;
     log.lastTouchedAt = now;
+    log.ttlMs = retention.ttlMs;
     this.queue.push(entry);
     this.liveEntries++;
     this.bytes += entry.bytes;
-    if (log.entries.length - log.head > this.options.size) this.dropOldest(log);
+    if (log.entries.length - log.head > retention.size) this.dropOldest(log);
     if (this.bytes > this.options.maxBytes) this.evict();
     else this.compactQueue();
     return entry;
@@ -160,7 +167,7 @@ export class MemoryHistory {
   }
 
   private create(topic: string, now: number): TopicLog {
-    const log: TopicLog = { topic, epoch: newEpoch(), offset: 0, entries: [], head: 0, lastPublishAt: now, lastTouchedAt: now };
+    const log: TopicLog = { topic, epoch: newEpoch(), offset: 0, entries: [], head: 0, lastPublishAt: now, lastTouchedAt: now, ttlMs: this.options.ttlMs };
     this.logs.set(topic, log);
     this.bytes += TOPIC_OVERHEAD_BYTES + topic.length;
     return log;
@@ -206,13 +213,13 @@ export class MemoryHistory {
    * local subscriber) that long.
    */
   private expireIfDue(log: TopicLog, now: number): void {
-    if (now - log.lastPublishAt < this.options.ttlMs) return;
+    if (now - log.lastPublishAt < log.ttlMs) return;
     if (log.head < log.entries.length) {
       this.counters.expired += log.entries.length - log.head;
       while (log.head < log.entries.length) this.dropOldest(log);
     }
     if (this.options.held(log.topic)) return;
-    if (now - log.lastTouchedAt >= this.options.ttlMs) this.forget(log);
+    if (now - log.lastTouchedAt >= log.ttlMs) this.forget(log);
     else if (this.idle.get(log.topic) !== log) this.rest(log);
   }
 

@@ -95,9 +95,13 @@ export interface RedisHistoryOptions extends HistoryOptions {
   metaTtlMs: number;
 }
 
-/** EVALSHA arguments of an append (after the SHA); `runId`: the connected Redis's. */
-export function appendArgs(topic: string, channel: string, head: string, options: RedisHistoryOptions, runId: string): string[] {
-  return ["3", ...historyKeys(topic), runId, newEpoch(), String(options.metaTtlMs), head, String(options.size), String(options.ttlMs), channel];
+/**
+ * EVALSHA arguments of an append (after the SHA); `runId`: the connected Redis's; `retention`: the topic's own
+ * (its definition's). Its offsets outlive its messages, whichever TTL is longer.
+ */
+export function appendArgs(topic: string, channel: string, head: string, options: RedisHistoryOptions, runId: string, retention: HistoryOptions = options): string[] {
+  const metaTtlMs = Math.max(options.metaTtlMs, retention.ttlMs);
+  return ["3", ...historyKeys(topic), runId, newEpoch(), String(metaTtlMs), head, String(retention.size), String(retention.ttlMs), channel];
 }
 
 export function readArgs(topic: string, query: HistoryQuery, options: RedisHistoryOptions, runId: string): string[] {

@@ -11,14 +11,15 @@
 // subscription. On Redis, this node also checks that each topic's stream continues (same epoch, offset + 1);
 // when it breaks (its Redis link dropped messages, or the topic's history was reset), the topic's local
 // subscribers are told to resubscribe with `since` (`unsubscribed`, reason `recover`) and recover from there.
-import type { Identity } from "./auth/tokens.ts";
-import type { Broker, ControlHandler } from "./broker/broker.ts";
-import type { Conn, PendingSubscription } from "./connections.ts";
-import { HistoryUnavailable, type HistoryRead } from "./history/history.ts";
-import { plan, Recovery } from "./history/recovery.ts";
-import { presenceTopic, type Presence, type PresenceEntry, type PresenceList, type PresenceStats } from "./presence/presence.ts";
-import type { Hub } from "./hub.ts";
-import type { Metrics } from "./metrics.ts";
+import type { Identity } from "../auth/tokens.ts";
+import type { Broker, ControlHandler } from "../broker/broker.ts";
+import type { Conn, PendingSubscription } from "../connections.ts";
+import { HistoryUnavailable, type HistoryRead } from "../history/history.ts";
+import { plan, Recovery } from "../history/recovery.ts";
+import { presenceTopic, type Presence, type PresenceEntry, type PresenceList, type PresenceStats } from "../presence/presence.ts";
+import type { Hub } from "../hub.ts";
+import type { Metrics } from "../metrics.ts";
+import type { TopicRule, TopicRules } from "./rules.ts";
 import {
   encode,
   ErrorText,
@@ -31,7 +32,7 @@ import {
   type Json,
   type Position,
   type UnsubscribeReason,
-} from "./protocol.ts";
+} from "../protocol.ts";
 
 /** Why the pipeline refused an operation: an error frame on a socket, a 4xx (or 503) over HTTP. */
 export interface Refusal {
@@ -55,8 +56,8 @@ export interface PipelineOptions {
   connectionIdOf: (conn: Conn) => string;
   /** Most entries a presence request returns (PRESENCE_MAX_CLIENTS). */
   maxPresenceClients: number;
-  /** HISTORY_SIZE: 0 = history off. */
-  historySize: number;
+  /** Each topic's options (its definition's, or the environment's defaults), and whether it is served at all. */
+  rules: TopicRules;
   /**
    * Bytes a recovery may send in its one step (replay + buffered live messages): half the socket's
    * backpressure limit, since uWS drops a socket whose buffer passes the limit.
@@ -74,14 +75,28 @@ const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailab
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
 const PRESENCE_UNAVAILABLE: Refusal = { code: "unavailable", message: "presence store unavailable: retry later" };
-const HISTORY_OFF: Refusal = { code: "unavailable", message: "history is off on this server (HISTORY_SIZE=0)" };
+const UNKNOWN_TOPIC: Refusal = { code: "unknown_topic", message: ErrorText.unknownTopic };
+/** Why a topic has no history (or presence): the server's setting, or the topic's definition. */
+const isOff = (feature: string, rule: TopicRule, setting: string): Refusal => ({
+  code: "not_available",
+  message: rule.pattern === undefined ? `${feature} is off on this server (${setting})` : `${feature} is off for topics matching ${rule.pattern}`,
+});
 /** Longest a recovery waits for this node's stream to reach the client's `since` (normally a few ms). */
 const STREAM_WAIT_MS = 2000;
 /** Repeated subscribes of one topic waiting for the broker's confirmation, per connection. */
 const MAX_WAITING_REPLIES = 16;
 
+/** Most schema issues one `invalid_data` message lists (a hostile array can fail in every item). */
+const MAX_DATA_ISSUES = 5;
+
+/** `invalid_data` with zod's reasons: `data.text: Invalid input: expected string, received number`. */
+function invalidData(rule: TopicRule, issues: readonly { path: readonly PropertyKey[]; message: string }[]): Refusal {
+  const shown = issues.slice(0, MAX_DATA_ISSUES).map((i) => `${["data", ...i.path.map(String)].join(".")}: ${i.message}`);
+  if (issues.length > MAX_DATA_ISSUES) shown.push(`and ${issues.length - MAX_DATA_ISSUES} more`);
+  return { code: "invalid_data", message: `does not match the schema of ${rule.pattern}: ${shown.join("; ")}` };
+}
+
 export class TopicPipeline {
-  private readonly history: boolean;
   /**
    * Redis only: per topic with local subscribers, the last position this node delivered natively. Every active
    * subscriber of the topic here has exactly the messages up to it; a later message at or below it is a copy
@@ -100,7 +115,6 @@ export class TopicPipeline {
     private readonly replies: Replies,
     private readonly options: PipelineOptions,
   ) {
-    this.history = options.historySize > 0;
     broker.start(this.deliver, this.restored, options.control);
   }
 
@@ -146,25 +160,44 @@ export class TopicPipeline {
   };
 
   /**
-   * Publishes `data` to `topic` as one serialized frame. `identity` is the publisher's token (sockets in auth
-   * mode); without one (open mode, the HTTP API's key) every topic is allowed. `data` came from JSON.parse
-   * within the nesting limit (src/json-depth.ts), so serializing it cannot fail. With history on, the outcome
-   * is the stored message's offset (a promise when the store is remote); `unavailable` when it could not be
-   * stored, and then nothing was delivered.
+   * Publishes `data` to `topic` as one serialized frame. `from` is the publishing socket; without one (the HTTP
+   * API) every topic is allowed. A socket needs its token's permission (auth mode) and a topic clients may
+   * publish to. A topic with a schema gets its output, or `invalid_data` and nothing is published. `data` came
+   * from JSON.parse within the nesting limit (src/json-depth.ts), so serializing it cannot fail (a schema's
+   * output is checked). With history on, the outcome is the stored message's offset (a promise when the store
+   * is remote); `unavailable` when it could not be stored, and then nothing was delivered.
    */
-  publish(topic: string, data: Json, identity?: Identity): PublishOutcome | Promise<PublishOutcome> {
+  publish(topic: string, data: Json, from?: Conn): PublishOutcome | Promise<PublishOutcome> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
-    if (identity !== undefined && !identity.permissions.canPublish(topic)) {
-      return { code: "forbidden", message: `not allowed to publish to ${topic}` };
+    const rule = this.options.rules.of(topic);
+    if (rule === undefined) return UNKNOWN_TOPIC;
+    if (from !== undefined) {
+      if (!rule.clientsPublish) return { code: "forbidden", message: `only the server publishes to topics matching ${rule.pattern}` };
+      if (from.identity !== undefined && !from.identity.permissions.canPublish(topic)) {
+        return { code: "forbidden", message: `not allowed to publish to ${topic}` };
+      }
     }
-    if (!this.history) {
+    if (rule.schema !== undefined) {
+      const checked = rule.schema.safeParse(data);
+      if (!checked.success) return invalidData(rule, checked.error.issues);
+      data = checked.data as Json;
+    }
+    // The whole frame without history; with it, the head the store completes with the offset.
+    let frame: string;
+    try {
+      frame = rule.history === undefined ? encode.message(topic, data) : messageHead(topic, data);
+    } catch (error) {
+      // Only a schema's output can fail to serialize (a transform to a BigInt): the definition's bug.
+      return { code: "invalid_data", message: `the output of the schema of ${rule.pattern} is not JSON: ${(error as Error).message}` };
+    }
+    if (rule.history === undefined) {
       this.metrics.publishes++;
-      void this.broker.publish(topic, encode.message(topic, data));
+      void this.broker.publish(topic, frame);
       return 0;
     }
     let stored: number | Promise<number>;
     try {
-      stored = this.broker.append(topic, messageHead(topic, data));
+      stored = this.broker.append(topic, frame, rule.history);
     } catch (error) {
       return this.notStored(error);
     }
@@ -198,11 +231,20 @@ export class TopicPipeline {
     presence?: { joinLeave?: boolean; info?: { [key: string]: Json } },
   ): void {
     if (!isValidTopic(topic)) return this.replies.reject(conn, "invalid_topic", ErrorText.topicRule, id);
+    const rule = this.options.rules.of(topic);
+    if (rule === undefined) return this.replies.reject(conn, UNKNOWN_TOPIC.code, UNKNOWN_TOPIC.message, id);
     if (presence?.info !== undefined && Buffer.byteLength(JSON.stringify(presence.info)) > MAX_INFO_BYTES) {
       return this.replies.reject(conn, "invalid_message", `info: at most ${MAX_INFO_BYTES} bytes as JSON (UTF-8)`, id);
     }
     if (conn.identity !== undefined && !conn.identity.permissions.canSubscribe(topic)) {
       return this.replies.reject(conn, "forbidden", `not allowed to subscribe to ${topic}`, id);
+    }
+    // Asked for what the topic's definition turns off: refused, so the client learns it rather than waiting.
+    if (presence?.info !== undefined && !rule.presence) {
+      return this.replies.reject(conn, "not_available", `presence is off for topics matching ${rule.pattern}: subscribe without info`, id);
+    }
+    if (presence?.joinLeave === true && !rule.joinLeave) {
+      return this.replies.reject(conn, "not_available", `join/leave is off for topics matching ${rule.pattern}: subscribe without presence: true`, id);
     }
     const topics = (conn.topics ??= new Map());
     const held = topics.get(topic);
@@ -281,9 +323,12 @@ export class TopicPipeline {
   readPresence(topic: string, stats: boolean, identity?: Identity): Refusal | PresenceList | PresenceStats | Promise<Refusal | PresenceList | PresenceStats>;
   readPresence(topic: string, stats: boolean, identity?: Identity): Refusal | PresenceList | PresenceStats | Promise<Refusal | PresenceList | PresenceStats> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
+    const rule = this.options.rules.of(topic);
+    if (rule === undefined) return UNKNOWN_TOPIC;
     if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
       return { code: "forbidden", message: `not allowed to see who is in ${topic}` };
     }
+    if (!rule.presence) return isOff("presence", rule, "");
     const read = stats
       ? this.options.presence.stats(topic)
       : this.options.presence.list(topic, this.options.maxPresenceClients, this.options.recoveryBudgetBytes);
@@ -300,6 +345,7 @@ export class TopicPipeline {
 
   /** The connection's presence entry in `topic` is removed; a removal that took place is announced once. */
   private absent(conn: Conn, topic: string): void {
+    if (!this.options.rules.of(topic)!.presence) return; // it was never added
     const removed = this.options.presence.remove(topic, this.options.connectionIdOf(conn));
     if (removed instanceof Promise) void removed.then((entry) => entry && this.announce(topic, encode.leave(topic, entry)), () => {});
     else if (removed !== undefined) this.announce(topic, encode.leave(topic, removed));
@@ -310,6 +356,7 @@ export class TopicPipeline {
    * Bun's native publish on each, serialized once.
    */
   private announce(topic: string, frame: string): void {
+    if (this.options.rules.of(topic)?.joinLeave !== true) return; // the topic's definition turns them off
     this.metrics.presenceEvents++;
     this.broker.announce(topic, frame);
   }
@@ -341,10 +388,12 @@ export class TopicPipeline {
    */
   readHistory(topic: string, since: Position | undefined, limit = HISTORY_LIMIT_MAX, identity?: Identity): Refusal | HistoryRead | Promise<Refusal | HistoryRead> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
+    const rule = this.options.rules.of(topic);
+    if (rule === undefined) return UNKNOWN_TOPIC;
     if (identity !== undefined && !identity.permissions.canSubscribe(topic)) {
       return { code: "forbidden", message: `not allowed to read the history of ${topic}` };
     }
-    if (!this.history) return HISTORY_OFF;
+    if (rule.history === undefined) return isOff("history", rule, "HISTORY_SIZE=0");
     let read: HistoryRead | Promise<HistoryRead>;
     try {
       read = this.broker.read(topic, { since, limit, create: false, maxBytes: this.options.recoveryBudgetBytes });
@@ -362,14 +411,15 @@ export class TopicPipeline {
 
   /** The broker will deliver `topic` from other nodes: activate now, or first read the topic's position. */
   private confirmed(conn: Conn, topic: string, pending: PendingSubscription): void {
-    if (!this.history) return this.activate(conn, topic, pending, undefined);
+    const history = this.options.rules.of(topic)!.history; // subscribe() checked that the topic is served
+    if (history === undefined) return this.activate(conn, topic, pending, undefined);
     if (this.stale(conn, topic, pending)) return;
     let read: HistoryRead | Promise<HistoryRead>;
     try {
       // A plain subscribe needs the position only; a resume, the missed messages, within what the socket can
       // take at once (the budget is per socket: other recoveries of this connection may be waiting in its buffer).
       const since = pending.since;
-      const limit = since === undefined ? 0 : this.options.historySize;
+      const limit = since === undefined ? 0 : history.size;
       read = this.broker.read(topic, { since, limit, create: true, maxBytes: this.budgetOf(conn) });
     } catch (error) {
       return this.readFailed(conn, topic, pending, error);
@@ -484,6 +534,7 @@ export class TopicPipeline {
     conn.topics!.set(topic, null);
     for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
     if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
+    if (!this.options.rules.of(topic)!.presence) return this.hub.activate(conn.ws, topic); // no entry, no join
     // The join goes out before this socket hears join/leave of the topic: members learn of it, it does not.
     const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
     if (pending.info !== undefined) entry.info = pending.info;
