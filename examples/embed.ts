@@ -21,7 +21,7 @@ const app = new Elysia()
   .use(sb)
   // `websocket: sb.websocket` hands Bun the native handlers (the lean path); without it Elysia's dispatcher
   // calls them, which works the same, a little slower per frame.
-  .listen({ port: Number(process.env.PORT ?? 3000), hostname: process.env.HOST ?? "0.0.0.0", reusePort: false, websocket: sb.websocket as never });
+  .listen({ port: Number(process.env.PORT ?? 3000), hostname: process.env.HOST ?? "0.0.0.0", reusePort: false, websocket: sb.websocket });
 
 let stopping = false;
 const stop = async (signal: string) => {

@@ -110,15 +110,9 @@ export type PatternOf<M, K extends string> = string extends K
     ? K
     : MostSpecific<Candidates<M, K> & string>;
 
-type SchemaOf<M, K extends string> = PatternOf<M, K> extends infer P
-  ? [P] extends [never]
-    ? undefined
-    : P extends keyof M
-      ? M[P] extends { schema: infer S }
-        ? S
-        : undefined
-      : undefined
-  : undefined;
+/** The options of K's pattern, or undefined. */
+type OptionsOf<M, K extends string> = PatternOf<M, K> extends infer P ? ([P] extends [never] ? undefined : P extends keyof M ? M[P] : undefined) : undefined;
+type SchemaOf<M, K extends string> = OptionsOf<M, K> extends { schema: infer S } ? S : undefined;
 
 /** Topic definitions (`typeof topics`), or none: what a typed client is parameterized with. */
 export type TopicTypes = TopicDefinitions<any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -127,6 +121,15 @@ export type TopicTypes = TopicDefinitions<any> | undefined; // eslint-disable-li
 export type DataOf<T extends TopicTypes, K extends string> =
   T extends TopicDefinitions<infer M> ? (SchemaOf<M, K> extends z.ZodType ? z.output<SchemaOf<M, K>> : Json) : Json;
 
-/** What a publish to topic K may carry as `data`: its schema's input, or any JSON. */
+/**
+ * What a client's publish to topic K may carry as `data`: its schema's input, or any JSON; nothing (never) for a
+ * `publish: "server"` topic, which only the HTTP API may publish to.
+ */
 export type InputOf<T extends TopicTypes, K extends string> =
-  T extends TopicDefinitions<infer M> ? (SchemaOf<M, K> extends z.ZodType ? z.input<SchemaOf<M, K>> : Json) : Json;
+  T extends TopicDefinitions<infer M>
+    ? OptionsOf<M, K> extends { publish: "server" }
+      ? never
+      : SchemaOf<M, K> extends z.ZodType
+        ? z.input<SchemaOf<M, K>>
+        : Json
+    : Json;
