@@ -24,7 +24,7 @@ export const TopicOptions = z
           size: z.number().int().min(1).max(HISTORY_SIZE_MAX),
           ttlMs: z.number().int().min(HISTORY_TTL_MS_MIN).max(HISTORY_TTL_MS_MAX).optional(),
         }),
-      ])
+      ], { error: `must be false or { size: a whole number 1-${HISTORY_SIZE_MAX}, ttlMs?: ms }` })
       .optional(),
     /** Keep who is subscribed (presence requests answer); default true. */
     presence: z.boolean().optional(),
