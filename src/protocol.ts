@@ -296,8 +296,11 @@ export const ErrorText = {
 const withId = (json: string, frameId: FrameId | undefined): string =>
   frameId === undefined ? `${json}}` : `${json},"id":${JSON.stringify(frameId)}}`;
 
-/** `{"type":"message","topic":T,"data":D` without its end: the part a history store completes with the offset. */
-export const messageHead = (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}`;
+/**
+ * `{"type":"message","topic":T,"data":D` without its end: the part a history store completes with the offset.
+ * `dataJson`: the data already serialized (once per publish, by the pipeline).
+ */
+export const messageHead = (topic: string, dataJson: string): string => `{"type":"message","topic":"${topic}","data":${dataJson}`;
 /** A stored message frame: `head` + its offset. */
 export const withOffset = (head: string, offset: number): string => `${head},"offset":${offset}}`;
 const OFFSET_KEY = ',"offset":';
@@ -316,8 +319,8 @@ export const encode = {
     ),
   unsubscribed: (topic: string, frameId?: FrameId, reason?: UnsubscribeReason): string =>
     withId(`{"type":"unsubscribed","topic":"${topic}"${reason === undefined ? "" : `,"reason":"${reason}"`}`, frameId),
-  /** `data` was parsed from JSON, so stringify cannot fail on cycles; it is serialized once per publish. */
-  message: (topic: string, data: Json): string => `{"type":"message","topic":"${topic}","data":${JSON.stringify(data)}}`,
+  /** `dataJson`: the data serialized once per publish (by the pipeline, which checks that it is JSON). */
+  message: (topic: string, dataJson: string): string => `{"type":"message","topic":"${topic}","data":${dataJson}}`,
   /** `offset` > 0: the published message's offset (history on). */
   ack: (frameId: FrameId, offset = 0): string =>
     offset > 0 ? `{"type":"ack","id":${JSON.stringify(frameId)},"offset":${offset}}` : `{"type":"ack","id":${JSON.stringify(frameId)}}`,

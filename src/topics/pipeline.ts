@@ -96,6 +96,29 @@ function invalidData(rule: TopicRule, issues: readonly { path: readonly Property
   return { code: "invalid_data", message: `does not match the schema of ${rule.pattern}: ${shown.join("; ")}` };
 }
 
+/**
+ * `data` through the topic's schema, serialized: its output as JSON, or why not. A schema that throws (a refine
+ * that does, an async one) or whose output is not JSON (undefined, a BigInt) is the definition's bug: the
+ * publish is refused like bad data, never a failed connection or a frame subscribers cannot parse.
+ */
+function checkedJson(rule: TopicRule, data: Json): string | Refusal {
+  let output: unknown;
+  try {
+    const checked = rule.schema!.safeParse(data);
+    if (!checked.success) return invalidData(rule, checked.error.issues);
+    output = checked.data;
+  } catch (error) {
+    return { code: "invalid_data", message: `the schema of ${rule.pattern} failed: ${(error as Error).message}` };
+  }
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(output);
+  } catch (error) {
+    return { code: "invalid_data", message: `the output of the schema of ${rule.pattern} is not JSON: ${(error as Error).message}` };
+  }
+  return json ?? { code: "invalid_data", message: `the output of the schema of ${rule.pattern} is not JSON: ${typeof output}` };
+}
+
 export class TopicPipeline {
   /**
    * Redis only: per topic with local subscribers, the last position this node delivered natively. Every active
@@ -177,19 +200,11 @@ export class TopicPipeline {
         return { code: "forbidden", message: `not allowed to publish to ${topic}` };
       }
     }
-    if (rule.schema !== undefined) {
-      const checked = rule.schema.safeParse(data);
-      if (!checked.success) return invalidData(rule, checked.error.issues);
-      data = checked.data as Json;
-    }
+    // `data` came from JSON.parse, so it serializes; a schema's output is checked (its definition may be wrong).
+    const json = rule.schema === undefined ? JSON.stringify(data) : checkedJson(rule, data);
+    if (typeof json !== "string") return json;
     // The whole frame without history; with it, the head the store completes with the offset.
-    let frame: string;
-    try {
-      frame = rule.history === undefined ? encode.message(topic, data) : messageHead(topic, data);
-    } catch (error) {
-      // Only a schema's output can fail to serialize (a transform to a BigInt): the definition's bug.
-      return { code: "invalid_data", message: `the output of the schema of ${rule.pattern} is not JSON: ${(error as Error).message}` };
-    }
+    const frame = rule.history === undefined ? encode.message(topic, json) : messageHead(topic, json);
     if (rule.history === undefined) {
       this.metrics.publishes++;
       void this.broker.publish(topic, frame);
