@@ -162,7 +162,8 @@ export function createSwitchboard<const Prefix extends string = "">(
       url = server.url.origin;
       cluster.start(url);
     });
-    // An app stopped without stop() first still releases the broker and timers (sockets are closed by Bun).
+    // An app stopped without stop() first still releases the broker and timers, once Bun's stop returns: with
+    // `app.stop(true)` Bun closes the sockets (1001); a plain `app.stop()` waits for every socket to end.
     app.onStop(() => void stop());
     return app.use(routes) as unknown as typeof routes;
   };
