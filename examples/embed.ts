@@ -7,9 +7,9 @@ import { Elysia } from "elysia";
 import { switchboard } from "switchboard";
 import topics from "./switchboard.config.ts";
 
-// The environment configures it as it does the standalone server (REDIS_URL, AUTH_SECRET, API_KEY, ...);
-// `config` sets values on top of it.
-const sb = switchboard({ topics, config: { PING_INTERVAL_MS: 5000 } });
+// `env: process.env` reads REDIS_URL, AUTH_SECRET, API_KEY, ... as the standalone server does (without it only
+// `config` and the defaults count); `config` sets values on top.
+const sb = switchboard({ topics, env: process.env, config: { PING_INTERVAL_MS: 5000 } });
 
 const app = new Elysia()
   .get("/hello", () => ({ hello: "from the host app" }))

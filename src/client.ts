@@ -398,11 +398,6 @@ export class SwitchboardClient<Topics extends TopicTypes = undefined> {
     );
   }
 
-  /**
-   * A topic's stored messages (oldest first) and its position. Rejects with SwitchboardError (`unavailable` when
-   * the server has no history or cannot reach its store, `forbidden`, `invalid_topic`), and like publish() on
-   * timeouts and lost connections.
-   */
   /** Who is in `topic`, cluster-wide as far as the server knows (needs subscribe permission). */
   presence(topic: string): Promise<PresenceFrame> {
     return this.request({ type: "presence", topic, id: this.nextId++ }).then((reply) => reply.frame as PresenceFrame);
@@ -413,6 +408,11 @@ export class SwitchboardClient<Topics extends TopicTypes = undefined> {
     return this.request({ type: "presence_stats", topic, id: this.nextId++ }).then((reply) => reply.frame as PresenceStatsFrame);
   }
 
+  /**
+   * A topic's stored messages (oldest first) and its position. Rejects with SwitchboardError (`not_available`
+   * when history is off for the topic, `unavailable` when the server cannot reach its store, `forbidden`,
+   * `invalid_topic`, `unknown_topic`), and like publish() on timeouts and lost connections.
+   */
   history(topic: string, options: HistoryOptions = {}): Promise<HistoryFrame> {
     const frame: RequestFrame = { type: "history", topic, id: this.nextId++ };
     if (options.since !== undefined) frame.since = options.since;

@@ -40,6 +40,8 @@ type EchoSocket = Socket & { [ECHO_CONN]?: Conn };
 
 /** What the upgrade hook (src/auth/admission.ts) leaves in Elysia's context for `open` to pick up. */
 export interface Admitted {
+  /** The gateway whose admission let this socket in: sockets of the app's other `.ws()` routes have none. */
+  gateway?: Gateway;
   route?: string;
   identity?: Identity;
   slot?: Slot;
@@ -54,6 +56,12 @@ export class Gateway {
   readonly heartbeat: Heartbeat<Conn>;
   /** Set on shutdown: upgrades are refused and every socket is closed with 1001. */
   draining = false;
+  /**
+   * Whether the listening app carries these Bun options (payload limit, backpressure, the `error` hook): false
+   * when the plugin was used on a sub-app, whose WebSocket config Elysia does not pass up. Elysia's dispatcher
+   * would then run sockets with Bun's defaults (16 MiB frames, slow consumers never dropped): refused instead.
+   */
+  serverOptions = true;
   /** The Bun websocket handlers; pass them to `listen({ websocket })`, they replace Elysia's dispatcher. */
   readonly websocket: WebSocketHandler<Conn>;
 
@@ -92,6 +100,7 @@ export class Gateway {
         connectionIdOf: (conn) => this.connectionId(conn),
         maxPresenceClients: config.PRESENCE_MAX_CLIENTS,
         control: (command) => this.applyControl(command),
+        draining: () => this.draining,
       },
     );
     this.heartbeat = new Heartbeat<Conn>({
@@ -239,10 +248,16 @@ export class Gateway {
       closeOnBackpressureLimit: true,
       publishToSelf: true,
       // Elysia's own dispatcher would stay in place for handlers not given here; we need no drain callback,
-      // and leaving Elysia's costs a JS call every time a socket's send buffer drains.
+      // and leaving Elysia's costs a JS call every time a socket's send buffer drains. (So an embedding app's
+      // own `.ws()` routes get no `drain` while these handlers are Bun's.)
       drain: undefined,
 
-      open: (ws) => this.opened(ws, Conn),
+      // A socket this gateway did not admit belongs to another `.ws()` route of the app (or another
+      // switchboard): every event of it goes where Elysia's dispatcher would send it, its `ws.data`.
+      open: (ws) => {
+        if ((ws.data as unknown as Admitted).gateway === this) this.opened(ws, Conn);
+        else void (ws.data as unknown as ElysiaSocketData).open?.(ws);
+      },
 
       message: (ws, raw) => {
         const echo = (ws as EchoSocket)[ECHO_CONN];
@@ -260,6 +275,7 @@ export class Gateway {
           return;
         }
         const conn = ws.data;
+        if (!(conn instanceof Conn)) return void (conn as ElysiaSocketData).message?.(ws, raw);
         conn.seen = heartbeat.tick;
         metrics.framesIn++;
         metrics.bytesIn += raw.length;
@@ -268,15 +284,17 @@ export class Gateway {
       },
 
       ping: (ws) => {
-        ws.data.seen = heartbeat.tick; // Bun answers the ping with a pong itself
+        if (ws.data instanceof Conn) ws.data.seen = heartbeat.tick; // Bun answers the ping with a pong itself
+        else void (ws.data as ElysiaSocketData).ping?.(ws);
       },
       pong: (ws) => {
-        ws.data.seen = heartbeat.tick;
+        if (ws.data instanceof Conn) ws.data.seen = heartbeat.tick;
+        else void (ws.data as ElysiaSocketData).pong?.(ws);
       },
 
       close: (ws, code, reason) => {
         const conn = ws.data;
-        if (!(conn instanceof Conn)) return;
+        if (!(conn instanceof Conn)) return void (conn as ElysiaSocketData).close?.(ws, code, reason);
         // Counted once, also for a socket refused in `open` (already marked closed there).
         this.metrics.closes.inc(closeLabel(code));
         if (conn.closed) return;
@@ -294,6 +312,8 @@ export class Gateway {
       error: (error, ws) => {
         const conn = ws.data instanceof Conn ? ws.data : undefined;
         this.fail(conn, error, "websocket");
+        // Ours, failed in `open` before its Conn existed: nothing would ever serve it.
+        if (conn === undefined && (ws.data as unknown as Admitted).gateway === this) ws.close(Close.internalError.code, Close.internalError.reason);
       },
     };
   }
@@ -330,10 +350,19 @@ export class Gateway {
    * plugin sets (src/plugin.ts). A throw is this connection's failure, as with the native handlers.
    */
   readonly dispatchedOpen = (ws: Socket): void => {
+    if (!this.serverOptions) {
+      const slot = (ws.data as unknown as Admitted).slot;
+      if (slot !== undefined) this.registry.release(slot);
+      this.log.error("bun_options_missing", { hint: "app.use(switchboard(...)) on the app that listens, or listen({ websocket: sb.websocket })" });
+      ws.close(Close.internalError.code, Close.internalError.reason);
+      return;
+    }
     try {
       this.opened(ws, this.DispatchedConn);
     } catch (error) {
       this.fail(ws.data instanceof Conn ? ws.data : undefined, error, "open");
+      // Failed before its Conn existed: nothing would ever serve it.
+      if (!(ws.data instanceof Conn)) ws.close(Close.internalError.code, Close.internalError.reason);
     }
   };
 
@@ -480,6 +509,15 @@ function cheapIdOf(raw: string | Buffer): FrameId | undefined {
 }
 
 const NO_PAYLOAD = Buffer.alloc(0);
+
+/** What Elysia keeps in `ws.data` of its own routes' sockets: the handlers its dispatcher calls. */
+interface ElysiaSocketData {
+  open?(ws: Socket): unknown;
+  message?(ws: Socket, raw: string | Buffer): unknown;
+  close?(ws: Socket, code: number, reason: string): unknown;
+  ping?(ws: Socket): unknown;
+  pong?(ws: Socket): unknown;
+}
 
 /**
  * A Conn class for Elysia's dispatcher, which calls `ws.data.message(ws, raw)` (and close, ping, pong): its

@@ -22,6 +22,11 @@ export class Hub {
     this.server = undefined;
   }
 
+  /** Whether a listening server delivers for it (the plugin attaches it when the app starts). */
+  get attached(): boolean {
+    return this.server !== undefined;
+  }
+
   /**
    * Delivers one serialized frame to every active local subscriber of `topic`, and, for history messages,
    * to every recovery of the topic in flight (one `size` check when there is none).

@@ -41,10 +41,15 @@ export interface SwitchboardDeps {
 
 export interface SwitchboardOptions<Prefix extends string = ""> extends SwitchboardDeps {
   /**
-   * Settings over those of the environment (read as the standalone server reads them: README, Configuration).
-   * PORT, HOST, WORKERS and REUSE_PORT are the app's business when embedded and are not used.
+   * Settings (the names of README's Configuration) over the defaults, or over `env`. PORT, HOST, WORKERS,
+   * REUSE_PORT and SWITCHBOARD_CONFIG are the app's business when embedded and are not used.
    */
   config?: Partial<Config>;
+  /**
+   * Variables to read settings from as the standalone server does (`env: process.env`). Not read unless
+   * given: an app's own API_KEY, REDIS_URL or LOG_LEVEL must not configure switchboard by accident.
+   */
+  env?: Record<string, string | undefined>;
   /** Mount every route under this path: `/realtime` serves `/realtime/connect`, `/realtime/api/publish`, ... */
   prefix?: Prefix;
   /** Also serve /echo, the benchmark route (default false). */
@@ -73,13 +78,13 @@ export interface SwitchboardControls {
 }
 
 /**
- * The plugin: `new Elysia().get("/", ...).use(switchboard({ topics }))`. Reads the environment like the
- * standalone server (REDIS_URL, AUTH_SECRET, API_KEY, ...), with `config` on top; throws ConfigError for a
- * setting that cannot work. Use it before the app listens.
+ * The plugin: `new Elysia().get("/", ...).use(switchboard({ topics }))`, configured by `config` over the
+ * defaults (and over `env`, when given); throws ConfigError for a setting that cannot work, with the message
+ * the standalone server would print. Use it on the app that listens, before it listens.
  */
 export function switchboard<const Prefix extends string = "">(options: SwitchboardOptions<Prefix> = {}) {
-  const { config: overrides, prefix, echo, ...deps } = options;
-  return createSwitchboard(configWith(overrides, process.env), deps, { prefix, echo });
+  const { config: overrides, env, prefix, echo, ...deps } = options;
+  return createSwitchboard(configWith(overrides, env), deps, { prefix, echo });
 }
 
 /** The plugin for a complete configuration (the standalone server's, already read from the environment). */
@@ -156,8 +161,11 @@ export function createSwitchboard<const Prefix extends string = "">(
     // Bun's websocket options for the whole server (one per Bun.serve): the gateway's. Under Elysia's
     // dispatcher its event handlers are replaced, but `error` (recovery of one socket) stays.
     app.config.websocket = { ...app.config.websocket, ...(gateway.websocket as object) };
-    app.onStart(({ server }) => {
+    app.onStart((root) => {
+      const server = root.server;
       if (server === null) return;
+      // The app that listens: its WebSocket config reaches Bun only if it is the one configured above.
+      gateway.serverOptions = (root.config.websocket as { error?: unknown } | undefined)?.error === gateway.websocket.error;
       gateway.hub.attach(server);
       url = server.url.origin;
       cluster.start(url);

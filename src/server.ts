@@ -71,10 +71,12 @@ export function startServer(config: Config, deps: ServerDeps = {}): RunningServe
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
     (stopping ??= (async () => {
+      // One deadline for every step (the plugin's stop() bounds its own steps too, from its own start).
+      const grace = Bun.sleep(config.SHUTDOWN_GRACE_MS);
       switchboard.drain();
       // Close handlers run synchronously, so sockets are gone; stop(true) also ends idle HTTP keep-alives.
-      await Promise.race([server.stop(true), Bun.sleep(config.SHUTDOWN_GRACE_MS)]);
-      await switchboard.stop();
+      await Promise.race([server.stop(true), grace]);
+      await Promise.race([switchboard.stop(), grace]);
     })());
 
   const { gateway, topics, broker, cluster } = switchboard;

@@ -18,6 +18,11 @@ const topics = defineTopics(
   },
   // A second map (another feature module): merged into the same types.
   { "scores.*": { schema: z.object({ points: z.number().int(), at: z.string().default("now") }) } },
+  // Outputs that are not JSON as such: what arrives is their JSON form.
+  {
+    "events.*": { schema: z.object({ at: z.coerce.date(), note: z.string().optional() }) },
+    "dated.*": { schema: z.object({ at: z.date() }) },
+  },
 );
 type Topics = typeof topics;
 
@@ -33,8 +38,23 @@ assert<Equal<DataOf<Topics, "plain.x">, Json>>(true);
 assert<Equal<DataOf<Topics, "other">, Json>>(true);
 assert<Equal<DataOf<Topics, string>, Json>>(true);
 // Publishing takes the schema's input (a default makes the key optional), subscribers get its output.
-assert<Equal<InputOf<Topics, "scores.a">, { points: number; at?: string | undefined }>>(true);
+const accepts = <T>(_: T) => {};
+accepts<InputOf<Topics, "scores.a">>({ points: 3 });
+accepts<InputOf<Topics, "scores.a">>({ points: 3, at: "later" });
+// @ts-expect-error points is required by the schema's input
+accepts<InputOf<Topics, "scores.a">>({ at: "later" });
 assert<Equal<DataOf<Topics, "scores.a">, { points: number; at: string }>>(true);
+// A Date output arrives as its JSON, a string; an optional field stays optional.
+assert<Equal<DataOf<Topics, "events.x">, { at: string; note?: string }>>(true);
+// z.coerce.date() takes anything, as JSON: an ISO string compiles, a Date object does not (it would be sent as a string anyway).
+accepts<InputOf<Topics, "events.x">>({ at: "2026-11-29T00:00:00Z" });
+// z.date() wants a Date, which JSON cannot carry: no client publish can pass it, and none compiles.
+// @ts-expect-error a Date is not JSON
+accepts<InputOf<Topics, "dated.x">>({ at: new Date() });
+// A union of topics: handlers get any of their data; a publish must suit every one of them.
+assert<Equal<DataOf<Topics, "chat.lobby" | "ticker.A">, { any: boolean } | { price: number }>>(true);
+assert<Equal<InputOf<Topics, "chat.room.1" | "chat.room.announcements">, never>>(true);
+accepts<InputOf<Topics, "chat.room.1" | "chat.room.2">>({ user: "ann", text: "hi" });
 // Untyped clients: everything is JSON.
 assert<Equal<DataOf<undefined, "chat.room.1">, Json>>(true);
 

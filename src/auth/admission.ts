@@ -30,8 +30,14 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
 
   return async (context: UpgradeContext, route: string): Promise<void> => {
     const admitted = context as unknown as Admitted;
+    admitted.gateway = gateway;
     admitted.route = route;
     if (gateway.draining) refuse("draining", 503, "server shutting down");
+    // The plugin used where the app's start never reaches it (inside group()): no delivery would work.
+    if (!gateway.hub.attached) {
+      log.error("not_attached", { hint: NOT_ATTACHED });
+      refuse("not_attached", 503, NOT_ATTACHED);
+    }
     const origin = context.request.headers.get("origin");
     if (origins !== undefined && (origin === null || !origins.has(origin))) {
       refuse("origin", 403, `origin ${origin ?? "(none)"} is not allowed`);
@@ -61,6 +67,8 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     }
   };
 }
+
+export const NOT_ATTACHED = "switchboard is not attached to the listening server: app.use(switchboard(...)) on the app that listens, before listen()";
 
 export const BAD_HANDSHAKE = "not a WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 are required";
 

@@ -117,19 +117,46 @@ type SchemaOf<M, K extends string> = OptionsOf<M, K> extends { schema: infer S }
 /** Topic definitions (`typeof topics`), or none: what a typed client is parameterized with. */
 export type TopicTypes = TopicDefinitions<any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** What subscribers of topic K receive as `data`: its schema's output, or any JSON. */
-export type DataOf<T extends TopicTypes, K extends string> =
-  T extends TopicDefinitions<infer M> ? (SchemaOf<M, K> extends z.ZodType ? z.output<SchemaOf<M, K>> : Json) : Json;
+/**
+ * What a value of type T is once sent: JSON.parse(JSON.stringify(x)). A schema's output goes out as JSON, so a
+ * `z.date()` field arrives as a string and an `undefined` one not at all; handlers are typed with what arrives.
+ */
+export type Jsonify<T> = T extends { toJSON(): infer J }
+  ? Jsonify<J>
+  : T extends string | number | boolean | null
+    ? T
+    : T extends undefined | bigint | symbol | ((...args: never[]) => unknown)
+      ? never
+      : T extends readonly (infer E)[]
+        ? Jsonify<E>[]
+        : T extends object
+          ? { [P in keyof T as T[P] extends ((...args: never[]) => unknown) | symbol ? never : P]: Jsonify<T[P]> }
+          : never;
+
+/** One topic's data as subscribers receive it. */
+type DataAt<M, K extends string> = SchemaOf<M, K> extends z.ZodType ? Jsonify<z.output<SchemaOf<M, K>>> : Json;
+
+/** One topic's data as a client may publish it (JSON, whatever the schema accepts besides). */
+type InputAt<M, K extends string> = SchemaOf<M, K> extends z.ZodType ? z.input<SchemaOf<M, K>> & Json : Json;
+type ServerOnly<M, K extends string> = OptionsOf<M, K> extends { publish: "server" } ? true : false;
+
+type Intersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
 
 /**
- * What a client's publish to topic K may carry as `data`: its schema's input, or any JSON; nothing (never) for a
- * `publish: "server"` topic, which only the HTTP API may publish to.
+ * What subscribers of topic K receive as `data`: its schema's output as JSON, or any JSON. For a union of
+ * topics, any of theirs.
  */
-export type InputOf<T extends TopicTypes, K extends string> =
-  T extends TopicDefinitions<infer M>
-    ? OptionsOf<M, K> extends { publish: "server" }
-      ? never
-      : SchemaOf<M, K> extends z.ZodType
-        ? z.input<SchemaOf<M, K>>
-        : Json
-    : Json;
+export type DataOf<T extends TopicTypes, K extends string> = T extends TopicDefinitions<infer M> ? (K extends string ? DataAt<M, K> : never) : Json;
+
+/**
+ * What a client's publish to topic K may carry as `data`: JSON its schema accepts, or any JSON; nothing (never)
+ * for a `publish: "server"` topic, which only the HTTP API may publish to. For a union of topics, what every one
+ * of them accepts (so never if one of them is server-only).
+ */
+export type InputOf<T extends TopicTypes, K extends string> = T extends TopicDefinitions<infer M>
+  ? true extends (K extends string ? ServerOnly<M, K> : never)
+    ? never
+    : Intersection<K extends string ? [InputAt<M, K>] : never> extends [infer I]
+      ? I
+      : never
+  : Json;

@@ -18,23 +18,26 @@ export function patternProblem(pattern: string, nameRule: RegExp): string | unde
  */
 export class PatternTable<V> {
   private readonly exact = new Map<string, V>();
-  private prefixes: [prefix: string, value: V][] = [];
+  private readonly byPrefix = new Map<string, V>();
+  /** byPrefix's entries longest first; rebuilt on the first match after an add (a token adds many at once). */
+  private prefixes: [prefix: string, value: V][] | undefined = [];
 
   get size(): number {
-    return this.exact.size + this.prefixes.length;
+    return this.exact.size + this.byPrefix.size;
+  }
+
+  /** How many prefix patterns a match may have to try. */
+  get prefixCount(): number {
+    return this.byPrefix.size;
   }
 
   /** False when the pattern is already in the table (its value is left as it was). */
   add(pattern: string, value: V): boolean {
-    if (!pattern.endsWith("*")) {
-      if (this.exact.has(pattern)) return false;
-      this.exact.set(pattern, value);
-      return true;
-    }
-    const prefix = pattern.slice(0, -1);
-    if (this.prefixes.some(([p]) => p === prefix)) return false;
-    this.prefixes.push([prefix, value]);
-    this.prefixes.sort((a, b) => b[0].length - a[0].length);
+    const table = pattern.endsWith("*") ? this.byPrefix : this.exact;
+    const key = table === this.exact ? pattern : pattern.slice(0, -1);
+    if (table.has(key)) return false;
+    table.set(key, value);
+    if (table === this.byPrefix) this.prefixes = undefined;
     return true;
   }
 
@@ -42,7 +45,8 @@ export class PatternTable<V> {
   match(topic: string): V | undefined {
     const exact = this.exact.get(topic);
     if (exact !== undefined) return exact;
-    for (const [prefix, value] of this.prefixes) if (topic.startsWith(prefix)) return value;
+    const prefixes = (this.prefixes ??= [...this.byPrefix].sort((a, b) => b[0].length - a[0].length));
+    for (const [prefix, value] of prefixes) if (topic.startsWith(prefix)) return value;
     return undefined;
   }
 }

@@ -65,6 +65,8 @@ export interface PipelineOptions {
   recoveryBudgetBytes: number;
   /** The open connections, walked only when a topic's stream breaks (rare: a Redis link lost messages). */
   connections: () => Iterable<Conn>;
+  /** Whether this node is draining (shutdown): the HTTP API's publishes are refused then. */
+  draining: () => boolean;
   /** Where the broker hands commands of its control channel (the gateway applies them). */
   control?: ControlHandler;
 }
@@ -75,6 +77,7 @@ const UNAVAILABLE: Refusal = { code: "unavailable", message: ErrorText.unavailab
 const UNCONFIRMED: Refusal = { code: "unconfirmed", message: ErrorText.unconfirmed };
 const UNREADABLE: Refusal = { code: "unavailable", message: ErrorText.unreadable };
 const PRESENCE_UNAVAILABLE: Refusal = { code: "unavailable", message: "presence store unavailable: retry later" };
+const SHUTTING_DOWN: Refusal = { code: "unavailable", message: "server shutting down: nothing was published; publish through another node" };
 const UNKNOWN_TOPIC: Refusal = { code: "unknown_topic", message: ErrorText.unknownTopic };
 /** Why a topic has no history (or presence): the server's setting, or the topic's definition. */
 const isOff = (feature: string, rule: TopicRule, setting: string): Refusal => ({
@@ -192,6 +195,8 @@ export class TopicPipeline {
    */
   publish(topic: string, data: Json, from?: Conn): PublishOutcome | Promise<PublishOutcome> {
     if (!isValidTopic(topic)) return INVALID_TOPIC;
+    // The HTTP API (or an embedding app) while this node drains: another node can take it (sockets are closed).
+    if (from === undefined && this.options.draining()) return SHUTTING_DOWN;
     const rule = this.options.rules.of(topic);
     if (rule === undefined) return UNKNOWN_TOPIC;
     if (from !== undefined) {
@@ -360,7 +365,7 @@ export class TopicPipeline {
 
   /** The connection's presence entry in `topic` is removed; a removal that took place is announced once. */
   private absent(conn: Conn, topic: string): void {
-    if (!this.options.rules.of(topic)!.presence) return; // it was never added
+    if (this.options.rules.of(topic)?.presence === false) return; // it was never added
     const removed = this.options.presence.remove(topic, this.options.connectionIdOf(conn));
     if (removed instanceof Promise) void removed.then((entry) => entry && this.announce(topic, encode.leave(topic, entry)), () => {});
     else if (removed !== undefined) this.announce(topic, encode.leave(topic, removed));
@@ -426,7 +431,7 @@ export class TopicPipeline {
 
   /** The broker will deliver `topic` from other nodes: activate now, or first read the topic's position. */
   private confirmed(conn: Conn, topic: string, pending: PendingSubscription): void {
-    const history = this.options.rules.of(topic)!.history; // subscribe() checked that the topic is served
+    const history = this.options.rules.of(topic)?.history; // subscribe() checked that the topic is served
     if (history === undefined) return this.activate(conn, topic, pending, undefined);
     if (this.stale(conn, topic, pending)) return;
     let read: HistoryRead | Promise<HistoryRead>;
@@ -549,7 +554,7 @@ export class TopicPipeline {
     conn.topics!.set(topic, null);
     for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
     if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
-    if (!this.options.rules.of(topic)!.presence) return this.hub.activate(conn.ws, topic); // no entry, no join
+    if (this.options.rules.of(topic)?.presence === false) return this.hub.activate(conn.ws, topic); // no entry, no join
     // The join goes out before this socket hears join/leave of the topic: members learn of it, it does not.
     const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
     if (pending.info !== undefined) entry.info = pending.info;

@@ -28,6 +28,8 @@ export interface TopicRule {
 
 /** Distinct topics whose rule is remembered; past it the cache starts over (names from clients are unbounded). */
 const CACHE_MAX_TOPICS = 10_000;
+/** With this many prefix patterns or fewer, matching is as cheap as the cache lookup it would replace. */
+const UNCACHED_PREFIXES = 8;
 
 export class TopicRules {
   /** The rule of topics no pattern matches (absent: TOPICS_STRICT, they are refused). */
@@ -68,6 +70,7 @@ export class TopicRules {
   /** The rule for `topic` (a valid topic name); undefined when TOPICS_STRICT refuses it. */
   of(topic: string): TopicRule | undefined {
     if (this.table.size === 0) return this.fallback;
+    if (this.table.prefixCount <= UNCACHED_PREFIXES) return this.table.match(topic) ?? this.fallback;
     let rule = this.cache.get(topic);
     if (rule === undefined) {
       if (this.cache.size >= CACHE_MAX_TOPICS) this.cache.clear();
