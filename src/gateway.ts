@@ -153,7 +153,8 @@ export class Gateway {
   /** What /readyz reports: the broker's reachability, and whether we are draining. */
   readiness(): { ready: boolean; broker: BrokerStatus } {
     const broker = this.broker.status();
-    return { ready: broker.ready && !this.draining, broker };
+    // Not attached to a listening server (the plugin used inside group()): every upgrade would be refused.
+    return { ready: broker.ready && !this.draining && this.hub.attached, broker };
   }
 
   connectionId(conn: Conn): string {

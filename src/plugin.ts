@@ -158,6 +158,10 @@ export function createSwitchboard<const Prefix extends string = "">(
 
   const plugin = (app: AnyElysia) => {
     if (app.server) throw new Error("switchboard: use() it before the app listens (it sets the app's WebSocket options)");
+    // Bun's pub/sub topics and WebSocket handlers are one set per server: two switchboards on one app would
+    // deliver each other's messages and serve each other's sockets.
+    if (mounted.has(app)) throw new Error("switchboard: one per app (Bun's topics and WebSocket handlers are per server): use one plugin, or several topic patterns");
+    mounted.add(app);
     // Bun's websocket options for the whole server (one per Bun.serve): the gateway's. Under Elysia's
     // dispatcher its event handlers are replaced, but `error` (recovery of one socket) stays.
     app.config.websocket = { ...app.config.websocket, ...(gateway.websocket as object) };
@@ -193,6 +197,9 @@ export function createSwitchboard<const Prefix extends string = "">(
 }
 
 export type Switchboard = ReturnType<typeof createSwitchboard<"">>;
+
+/** The apps a switchboard is mounted on. */
+const mounted = new WeakSet<AnyElysia>();
 
 /** `held(topic)`: whether the topic has local subscribers (the memory history keeps their position). */
 function createBroker(config: Config, rules: TopicRules, log: Logger, clock: Clock, held: (topic: string) => boolean): Broker {

@@ -1,16 +1,18 @@
 // switchboard embedded in an existing Elysia app (src/plugin.ts), in-process on real sockets, in both ways an
 // app can run the sockets: `listen({ websocket: sb.websocket })` (Bun calls the gateway's handlers directly)
 // and a plain `listen()` (Elysia's own dispatcher calls them through the connection's Conn). The host's own
-// routes, the HTTP API, frames, heartbeat, Bun options (payload limit, deflate), prefix, drain/stop, use() after
-// listen, the shipped examples/embed.ts as a child process, and the connection cap under a stampede.
+// routes (plain and `.ws()`), the HTTP API, frames, heartbeat, Bun options (payload limit, deflate), prefix,
+// drain/stop (and publishes refused meanwhile), use() after listen, the plugin inside a sub-app or a group, the
+// `env` option, the shipped examples/embed.ts as a child process, and the connection cap under a stampede.
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { randomBytes } from "node:crypto";
-import { Elysia } from "elysia";
+import { Elysia, type AnyElysia } from "elysia";
 import { z } from "zod";
 import { connect, type SwitchboardClient } from "../src/client.ts";
 import type { Config } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
+import { NOT_ATTACHED } from "../src/auth/admission.ts";
 import { switchboard } from "../src/plugin.ts";
 import { defineTopics } from "../src/topics/define.ts";
 import { Client, collectOutput, Opcode, RawPeer, until, within } from "./helpers.ts";
@@ -69,7 +71,15 @@ function embed(mode: Mode, config: Partial<Config> = {}, mount: { prefix?: strin
     prefix: mount.prefix,
     log: new Logger("warn", (line) => logs.push(line)),
   });
-  const app = new Elysia().get("/hello", () => ({ hello: "from the host app" })).use(sb);
+  return host(mode, sb, logs);
+}
+
+/**
+ * A host app with its own route and `sb` mounted by `mount` (by default `app.use(sb)`), listening on
+ * 127.0.0.1:0 in `mode`; `logs` is where the plugin's logger writes.
+ */
+function host(mode: Mode, sb: ReturnType<typeof switchboard>, logs: string[], mount: (app: Elysia) => AnyElysia = (app) => app.use(sb)): Embedded {
+  const app = mount(new Elysia().get("/hello", () => ({ hello: "from the host app" })) as unknown as Elysia);
   if (mode === "native") app.listen({ port: 0, hostname: "127.0.0.1", websocket: sb.websocket as never });
   else app.listen({ port: 0, hostname: "127.0.0.1" });
   const port = app.server!.port!;
@@ -121,6 +131,35 @@ async function health(e: Embedded, prefix = ""): Promise<{ status: number; body:
 
 const connectionsOf = async (e: Embedded, prefix = "") => ((await health(e, prefix)).body as { connections: number }).connections;
 
+const ENV_KEY = "env-api-key-01234567"; // 20 characters
+const API_DISABLED = "HTTP API is disabled: set API_KEY on the server to enable it";
+const SHUTTING_DOWN = "server shutting down: nothing was published; publish through another node";
+const BUN_OPTIONS_HINT = "app.use(switchboard(...)) on the app that listens, or listen({ websocket: sb.websocket })";
+
+/** A plugin with the embed defaults (LOG_LEVEL silent, the topics, a recording logger) and `options` over them. */
+function plugin(options: Parameters<typeof switchboard>[0] = {}) {
+  const logs: string[] = [];
+  const sb = switchboard({ config: { LOG_LEVEL: "silent" }, topics, log: new Logger("warn", (line) => logs.push(line)), ...options });
+  return { sb, logs };
+}
+
+/** The plugin's log lines as objects (their time any string). */
+const logged = (logs: string[]) => logs.map((line) => JSON.parse(line) as Record<string, unknown>);
+
+/** Runs `build` with these variables set in process.env, then restores what was there (unset stays unset). */
+function withProcessEnv<T>(vars: Record<string, string>, build: () => T): T {
+  const saved = Object.keys(vars).map((name) => [name, process.env[name]] as const);
+  Object.assign(process.env, vars);
+  try {
+    return build();
+  } finally {
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}
+
 describe.each(["native", "dispatcher"] as const)("embedded, %s mode", (mode) => {
   // PING_INTERVAL_MS + PING_WAIT_MS = the welcome's timeoutMs; MAX_PAYLOAD_BYTES far below Bun's 16 MiB default.
   const BASE = { PING_INTERVAL_MS: 2000, PING_WAIT_MS: 3000, MAX_PAYLOAD_BYTES: 1024 } as const;
@@ -164,6 +203,80 @@ describe.each(["native", "dispatcher"] as const)("embedded, %s mode", (mode) => 
     expect(await sub.request({ type: "ping", id: 9 })).toEqual({ type: "pong", id: 9 });
     expect(await connectionsOf(e)).toBe(2);
     expect(e.logs).toEqual([]);
+  });
+
+  test("the host's own .ws() route gets its own events (open, message, ping, pong, close) beside /connect, and outlives sb.stop()", async () => {
+    const { sb, logs } = plugin({ config: { LOG_LEVEL: "silent", API_KEY: KEY, ...BASE } });
+    const events: string[] = [];
+    // Declared after app.use(sb): Elysia's request context (params here) is what the route's handlers get.
+    const e = host(mode, sb, logs, (app) =>
+      app.use(sb).ws("/chat/:room", {
+        open(ws) {
+          events.push(`open ${ws.data.params.room}`);
+          ws.send(`welcome to ${ws.data.params.room}`);
+        },
+        message(ws, message) {
+          ws.send({ room: ws.data.params.room, echoed: message });
+        },
+        ping() {
+          events.push("ping");
+        },
+        pong() {
+          events.push("pong");
+        },
+        close(ws, code, reason) {
+          events.push(`close ${ws.data.params.room} ${code} ${reason}`);
+        },
+      }),
+    );
+    const chat = await open(e.ws("/chat/lobby"));
+    expect(await chat.text()).toBe("welcome to lobby");
+    chat.send("hi");
+    expect(await chat.text()).toBe('{"room":"lobby","echoed":"hi"}');
+    chat.send('{"n":1}'); // Elysia's own parsing, as on any Elysia route
+    expect(await chat.text()).toBe('{"room":"lobby","echoed":{"n":1}}');
+
+    // /connect beside it: welcome, subscribe, a publish from a socket and one over HTTP.
+    const sub = await welcomed(e.ws(), BEAT);
+    const pub = await welcomed(e.ws(), BEAT);
+    expect(await sub.request({ type: "subscribe", topic: "chat.lobby", id: 1 })).toEqual({ type: "subscribed", topic: "chat.lobby", epoch: expect.any(String), offset: 0, id: 1 });
+    expect(await pub.request({ type: "publish", topic: "chat.lobby", data: { user: "ann", text: "hi" }, id: 2 })).toEqual({ type: "ack", id: 2, offset: 1 });
+    expect(await sub.text()).toBe('{"type":"message","topic":"chat.lobby","data":{"user":"ann","text":"hi"},"offset":1}');
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.lobby", data: { user: "backend", text: "yo" } })).toEqual([200, { status: "published", topic: "chat.lobby", offset: 2 }]);
+    expect(await sub.text()).toBe('{"type":"message","topic":"chat.lobby","data":{"user":"backend","text":"yo"},"offset":2}');
+    // The host's socket got none of it, and is not one of switchboard's connections.
+    chat.send("still here");
+    expect(await chat.text()).toBe('{"room":"lobby","echoed":"still here"}');
+    expect(chat.pending).toBe(0);
+    expect(await connectionsOf(e)).toBe(2);
+
+    // Pings and pongs of a raw peer reach the route's own handlers (Bun answers the ping itself).
+    const peer = await RawPeer.connect(e.port, "/chat/raw");
+    try {
+      await until(() => peer.frames.length >= 1, 3000, "the route's greeting");
+      expect(peer.frames[0]!.payload.toString()).toBe("welcome to raw");
+      peer.send(Opcode.ping, "p1");
+      await until(() => peer.count(Opcode.pong) === 1 && events.includes("ping"), 3000, "the pong and the route's ping event");
+      expect(peer.frames.find((f) => f.opcode === Opcode.pong)!.payload.toString()).toBe("p1");
+      peer.send(Opcode.pong, "unasked");
+      await until(() => events.includes("pong"), 3000, "the route's pong event");
+      peer.send(Opcode.close, Buffer.from([0x0f, 0xa2, ...Buffer.from("raw leaves")])); // 4002
+      await until(() => peer.closeFrame() !== undefined, 3000, "the close echoed");
+    } finally {
+      peer.destroy();
+    }
+    chat.socket.close(4001, "bye");
+    await until(() => events.length === 6, 3000, "both close events");
+    expect(events).toEqual(["open lobby", "open raw", "ping", "pong", "close raw 4002 raw leaves", "close lobby 4001 bye"]);
+
+    // sb.stop() drains switchboard's sockets only: the route's sockets go on.
+    const other = await open(e.ws("/chat/after"));
+    expect(await other.text()).toBe("welcome to after");
+    await within(sb.stop(), 5000, "sb.stop()");
+    expect(await within(sub.closed, 5000, "/connect closed")).toEqual({ code: 1001, reason: "server shutting down" });
+    other.send("after stop");
+    expect(await other.text()).toBe('{"room":"after","echoed":"after stop"}');
+    expect(logs).toEqual([]);
   });
 
   test("binary frame -> unsupported_binary, invalid JSON -> invalid_json, a throwing schema -> invalid_data; the socket goes on", async () => {
@@ -393,6 +506,156 @@ describe.each(["native", "dispatcher"] as const)("embedded, %s mode", (mode) => 
     await within(Promise.all(again.map((c) => c.closed)), 5000, "second round closed");
     await until(async () => (await connectionsOf(e)) === 0, 5000, "/healthz connections back to 0 again");
     expect(e.sb.gateway.registry.counted).toBe(0);
+  });
+});
+
+describe("options.env: the plugin reads variables only when given them", () => {
+  const message = { topic: "chat.env", data: { user: "backend", text: "hi" } };
+  const bearer = (key: string) => ({ authorization: `Bearer ${key}`, "content-type": "application/json" });
+
+  test("API_KEY and PING_INTERVAL_MS in process.env are ignored without `env`: the API is off (403), the heartbeat the default", async () => {
+    const { sb, logs } = withProcessEnv({ API_KEY: ENV_KEY, PING_INTERVAL_MS: "1000" }, () => plugin());
+    const e = host("native", sb, logs);
+    expect(await post(`${e.http}/api/publish`, message, bearer(ENV_KEY))).toEqual([403, { error: API_DISABLED }]);
+    await welcomed(e.ws(), { intervalMs: 5000, timeoutMs: 15_000 });
+    expect(logs).toEqual([]);
+  });
+
+  test("`env: {API_KEY, PING_INTERVAL_MS}`: the API answers with that key (200; another key 401), the welcome has that interval", async () => {
+    const { sb, logs } = plugin({ env: { API_KEY: ENV_KEY, PING_INTERVAL_MS: "1000" } });
+    const e = host("native", sb, logs);
+    expect(await post(`${e.http}/api/publish`, message, bearer(ENV_KEY))).toEqual([200, { status: "published", topic: "chat.env", offset: 1 }]);
+    expect(await post(`${e.http}/api/publish`, message, bearer(KEY))).toEqual([401, { error: "invalid API key" }]);
+    await welcomed(e.ws(), { intervalMs: 1000, timeoutMs: 11_000 }); // + PING_WAIT_MS's default 10 s
+    expect(logs).toEqual([]);
+  });
+
+  test("`env: process.env` reads it as the standalone server does; `config` still wins over it", async () => {
+    const { sb, logs } = withProcessEnv({ API_KEY: ENV_KEY }, () => plugin({ env: process.env }));
+    const e = host("native", sb, logs);
+    expect(await post(`${e.http}/api/publish`, message, bearer(ENV_KEY))).toEqual([200, { status: "published", topic: "chat.env", offset: 1 }]);
+
+    const over = withProcessEnv({ API_KEY: ENV_KEY }, () => plugin({ env: process.env, config: { LOG_LEVEL: "silent", API_KEY: KEY } }));
+    const o = host("native", over.sb, over.logs);
+    expect(await post(`${o.http}/api/publish`, message, bearer(ENV_KEY))).toEqual([401, { error: "invalid API key" }]);
+    expect(await post(`${o.http}/api/publish`, message, bearer(KEY))).toEqual([200, { status: "published", topic: "chat.env", offset: 1 }]);
+    expect([...logs, ...over.logs]).toEqual([]);
+  });
+});
+
+describe("the plugin where the listening app's start or options do not reach it", () => {
+  test("inside a sub-app (`app.use(new Elysia().use(sb))`), native mode: /connect, the API and the host's routes all work", async () => {
+    const { sb, logs } = plugin({ config: { LOG_LEVEL: "silent", API_KEY: KEY } });
+    const e = host("native", sb, logs, (app) => app.use(new Elysia().use(sb)));
+    expect(sb.url).toBe(e.http);
+    expect(await get(`${e.http}/hello`)).toEqual([200, HELLO]);
+    const sub = await welcomed(e.ws(), { intervalMs: 5000, timeoutMs: 15_000 });
+    expect(await sub.request({ type: "subscribe", topic: "chat.sub", id: 1 })).toEqual({ type: "subscribed", topic: "chat.sub", epoch: expect.any(String), offset: 0, id: 1 });
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.sub", data: { user: "backend", text: "nested" } })).toEqual([200, { status: "published", topic: "chat.sub", offset: 1 }]);
+    expect(await sub.text()).toBe('{"type":"message","topic":"chat.sub","data":{"user":"backend","text":"nested"},"offset":1}');
+    expect(await sub.request({ type: "ping", id: 2 })).toEqual({ type: "pong", id: 2 });
+    expect(await connectionsOf(e)).toBe(1);
+    expect(logs).toEqual([]);
+  });
+
+  test("inside a sub-app, dispatcher mode: /connect sockets are closed 1011 right after opening, bun_options_missing logged", async () => {
+    const { sb, logs } = plugin({ config: { LOG_LEVEL: "silent", API_KEY: KEY } });
+    const e = host("dispatcher", sb, logs, (app) => app.use(new Elysia().use(sb)));
+    const peer = await RawPeer.connect(e.port, "/connect");
+    try {
+      await until(() => peer.closeFrame() !== undefined, 3000, "the close frame");
+      // No welcome: the close is the only frame.
+      expect(peer.frames.map((f) => f.opcode)).toEqual([Opcode.close]);
+      expect(peer.closeFrame()).toEqual({ code: 1011, reason: "internal error" });
+    } finally {
+      peer.destroy();
+    }
+    // A browser-style client sees the same.
+    const c = await open(e.ws());
+    expect(await within(c.closed, 3000, "close")).toEqual({ code: 1011, reason: "internal error" });
+    expect(c.pending).toBe(0);
+    expect(logged(logs)).toEqual(
+      Array.from({ length: 2 }, () => ({ time: expect.any(String), level: "error", event: "bun_options_missing", hint: BUN_OPTIONS_HINT })),
+    );
+    // Their slots were given back; the host's routes and the HTTP API (no socket involved) still answer.
+    expect(await connectionsOf(e)).toBe(0);
+    expect(sb.gateway.registry.counted).toBe(0);
+    expect(await get(`${e.http}/hello`)).toEqual([200, HELLO]);
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.sub", data: { user: "backend", text: "x" } })).toEqual([200, { status: "published", topic: "chat.sub", offset: 1 }]);
+  });
+
+  test.each(["native", "dispatcher"] as const)('inside app.group("/g", ...), %s mode: upgrades are refused 503 NOT_ATTACHED, logged not_attached', async (mode) => {
+    const { sb, logs } = plugin({ config: { LOG_LEVEL: "silent", API_KEY: KEY } });
+    const e = host(mode, sb, logs, (app) => app.group("/g", (g) => g.use(sb)));
+    expect(sb.url).toBeUndefined(); // the plugin's onStart never ran
+    const refused = await fetch(`${e.http}/g/connect`, { headers: UPGRADE_HEADERS });
+    expect([refused.status, await refused.json()]).toEqual([503, { error: NOT_ATTACHED }]);
+    // The capitalised Upgrade (the GET route) goes through the same admission.
+    // Not ready either: a load balancer must not send clients here.
+    const ready = await fetch(`${e.http}/g/readyz`);
+    expect([ready.status, ((await ready.json()) as { status: string }).status]).toEqual([503, "degraded"]);
+    const caps = await fetch(`${e.http}/g/connect`, { headers: { ...UPGRADE_HEADERS, upgrade: "WebSocket" } });
+    expect([caps.status, await caps.json()]).toEqual([503, { error: NOT_ATTACHED }]);
+    const c = new Client(e.ws("/g/connect"));
+    await expect(within(c.opened, 3000, "the refused open")).rejects.toThrow(`could not connect to ${e.ws("/g/connect")}`);
+    expect(logged(logs)).toEqual(Array.from({ length: 3 }, () => ({ time: expect.any(String), level: "error", event: "not_attached", hint: NOT_ATTACHED })));
+    expect(sb.gateway.metrics.upgradesRejected.get("not_attached")).toBe(3);
+    expect(sb.gateway.registry.counted).toBe(0);
+    expect(await get(`${e.http}/hello`)).toEqual([200, HELLO]);
+    expect(await get(`${e.http}/connect`, UPGRADE_HEADERS)).toEqual([404, NOT_FOUND]);
+  });
+});
+
+describe("two plugins on one app", () => {
+  // Bun's pub/sub topics and WebSocket handlers are per server: two plugins would deliver each other's messages
+  // and serve each other's sockets (the first version did: /b's subscriber got /a's publish, and /b's closed
+  // sockets were never counted out). A second use() on the same app is refused.
+  test("a second switchboard on the same app is refused with the reason", async () => {
+    const a = plugin({ prefix: "/a" });
+    const b = plugin({ prefix: "/b" });
+    const app = new Elysia().use(a.sb);
+    expect(() => app.use(b.sb)).toThrow("switchboard: one per app (Bun's topics and WebSocket handlers are per server): use one plugin, or several topic patterns");
+    await a.sb.stop();
+    await b.sb.stop();
+  });
+});
+
+describe("while the plugin drains or after sb.stop(): publishes without a socket are refused", () => {
+  test.each(["drain", "stop"] as const)("after sb.%s(): POST /api/publish, /publish and /api/broadcast 503, sb.topics.publish unavailable", async (how) => {
+    const e = embed("native", { SHUTDOWN_GRACE_MS: 60_000 });
+    const sub = await welcomed(e.ws(), { intervalMs: 5000, timeoutMs: 15_000 });
+    const subscribed = await sub.request({ type: "subscribe", topic: "chat.d", id: 1 });
+    expect(subscribed).toEqual({ type: "subscribed", topic: "chat.d", epoch: expect.any(String), offset: 0, id: 1 });
+    const epoch = (subscribed as { epoch: string }).epoch;
+    // Before: the pipeline publishes for the host (its offset), the subscriber gets it.
+    expect(await e.sb.topics.publish("chat.d", { user: "host", text: "before" })).toBe(1);
+    expect(await sub.text()).toBe('{"type":"message","topic":"chat.d","data":{"user":"host","text":"before"},"offset":1}');
+
+    if (how === "drain") e.sb.drain();
+    else await within(e.sb.stop(), 5000, "sb.stop()");
+    expect(await within(sub.closed, 5000, "closed")).toEqual({ code: 1001, reason: "server shutting down" });
+
+    const data = { user: "backend", text: "late" };
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.d", data })).toEqual([503, { error: SHUTTING_DOWN }]);
+    expect(await post(`${e.http}/publish`, { topic: "chat.d", data })).toEqual([503, { error: SHUTTING_DOWN }]);
+    expect(await post(`${e.http}/api/broadcast`, { topics: ["chat.d", "chat.e"], data })).toEqual([503, { error: SHUTTING_DOWN }]);
+    // Refused before the schema is looked at, and the key is still checked first.
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.d", data: { user: 1 } })).toEqual([503, { error: SHUTTING_DOWN }]);
+    expect(await post(`${e.http}/api/publish`, { topic: "chat.d", data }, { "content-type": "application/json" })).toEqual([
+      401,
+      { error: "missing Authorization: Bearer <API_KEY>" },
+    ]);
+    expect(e.sb.topics.publish("chat.d", data)).toEqual({ code: "unavailable", message: SHUTTING_DOWN });
+    expect(e.sb.topics.publish("chat.other", data)).toEqual({ code: "unavailable", message: SHUTTING_DOWN });
+    if (how === "drain") {
+      // Nothing was stored: the history (still held while draining; stop() releases the store) ends at offset 1.
+      const history = await fetch(`${e.http}/api/history?topic=chat.d&since=0&epoch=${epoch}`, { headers: AUTH });
+      expect([history.status, await history.json()]).toEqual([
+        200,
+        { topic: "chat.d", epoch, offset: 1, messages: [{ offset: 1, data: { user: "host", text: "before" } }] },
+      ]);
+    }
+    expect(e.logs).toEqual([]);
   });
 });
 

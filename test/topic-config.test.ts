@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineTopics, TopicConfigError } from "../src/topics/define.ts";
 import { loadTopicDefinitions } from "../src/topics/load.ts";
+import { ConfigError } from "../src/config.ts";
 import type { ServerFrame } from "../src/protocol.ts";
 import { Client, collectOutput, redisForFile, spawnEntry, within } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
@@ -63,6 +64,13 @@ const named = dir("named", {
   "missing-import.ts": `import "./not-written.ts";\n${defining([{ "chat.*": {} }])}`,
   "plain-object.ts": `export default { "chat.*": { presence: false } };\n`,
   "no-default.ts": `${importDefine}export const topics = defineTopics({ "chat.*": {} });\n`,
+  // Thrown values that are not one-line Errors: each still makes exactly one line.
+  "throws-string-with-newline.ts": `throw "a\\nb";\n`,
+  "throws-null-prototype.ts": `throw Object.create(null);\n`,
+  "throws-zod-error.ts": `import { z } from ${JSON.stringify(ZOD)};\n${importDefine}z.object({ a: z.string(), b: z.number() }).parse({});\nexport default defineTopics({ "chat.*": {} });\n`,
+  "throws-multiline-error.ts": `throw new Error("first line\\nsecond line");\n`,
+  "rejects-aggregate.ts": `await Promise.reject(new AggregateError([new TypeError("  inner one  \\n more"), new Error("inner two")], "outer"));\nexport default 1;\n`,
+  "throws-unreadable.ts": `throw new Proxy({}, { get() { throw new Error("no reading me"); } });\n`,
   ...Object.fromEntries(definitionErrors.filter(([, , , spawn]) => spawn).map(([what, maps]) => [fileNameOf(what), defining(maps)])),
 });
 // The default file, valid: its schema must be enforced although nothing names it.
@@ -232,6 +240,12 @@ const refusals: [string, string, () => Record<string, string>, string][] = [
   ["a module importing a missing file", named, () => ({ SWITCHBOARD_CONFIG: "./missing-import.ts" }), `${namedAs("missing-import.ts")}cannot load it: Cannot find module './not-written.ts' imported from ${join(named, "missing-import.ts")}`],
   ["a default export that is a plain object", named, () => ({ SWITCHBOARD_CONFIG: "./plain-object.ts" }), `${namedAs("plain-object.ts")}its default export must be defineTopics({...}) (export default defineTopics(...))`],
   ["no default export", named, () => ({ SWITCHBOARD_CONFIG: "./no-default.ts" }), `${namedAs("no-default.ts")}its default export must be defineTopics({...}) (export default defineTopics(...))`],
+  ["a module that throws a string with a newline: its first line", named, () => ({ SWITCHBOARD_CONFIG: "./throws-string-with-newline.ts" }), `${namedAs("throws-string-with-newline.ts")}cannot load it: a`],
+  ["a module that throws a null-prototype object", named, () => ({ SWITCHBOARD_CONFIG: "./throws-null-prototype.ts" }), `${namedAs("throws-null-prototype.ts")}cannot load it: a value that cannot be shown was thrown`],
+  ["a module that throws a ZodError: its first issue", named, () => ({ SWITCHBOARD_CONFIG: "./throws-zod-error.ts" }), `${namedAs("throws-zod-error.ts")}cannot load it: a: Invalid input: expected string, received undefined`],
+  ["a module that throws an Error of two lines: the first", named, () => ({ SWITCHBOARD_CONFIG: "./throws-multiline-error.ts" }), `${namedAs("throws-multiline-error.ts")}cannot load it: first line`],
+  ["a top-level await rejecting with an AggregateError: its first error, trimmed", named, () => ({ SWITCHBOARD_CONFIG: "./rejects-aggregate.ts" }), `${namedAs("rejects-aggregate.ts")}cannot load it: inner one`],
+  ["a module that throws a value whose every read throws", named, () => ({ SWITCHBOARD_CONFIG: "./throws-unreadable.ts" }), `${namedAs("throws-unreadable.ts")}cannot load it: a value that cannot be shown was thrown`],
   ...definitionErrors
     .filter(([, , , spawn]) => spawn)
     .map(([what, , message]): [string, string, () => Record<string, string>, string] => [
@@ -314,6 +328,21 @@ describe("loadTopicDefinitions", () => {
     expect(topics?.entries.map(([pattern]) => pattern)).toEqual(["chat.room.*", "chat.room.announcements", "ticker.*", "cursor.*"]);
     expect(topics?.entries[0]?.[1].history).toEqual({ size: 200, ttlMs: 600_000 });
     expect(topics?.entries[2]?.[1]).toMatchObject({ history: false, presence: false });
+  });
+
+  test.each([
+    ["throws-string-with-newline.ts", "a"],
+    ["throws-null-prototype.ts", "a value that cannot be shown was thrown"],
+    ["throws-zod-error.ts", "a: Invalid input: expected string, received undefined"],
+  ])("%s: a ConfigError of one line", async (file, reason) => {
+    let thrown: unknown;
+    try {
+      await loadTopicDefinitions({ SWITCHBOARD_CONFIG: `./${file}` }, named);
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as ConfigError).message).toBe(`invalid configuration: SWITCHBOARD_CONFIG="./${file}": cannot load it: ${reason}`);
   });
 
   test("the default file of a directory, or undefined when it has none", async () => {

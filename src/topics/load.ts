@@ -56,7 +56,7 @@ function reasonOf(error: unknown): string {
         : typeof message === "string"
           ? message
           : String(first);
-    const line = text.split("\n")[0]!.trim() || "(no message)";
+    const line = text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "(no message)";
     return position?.line === undefined ? line : `line ${position.line}:${position.column ?? 0}: ${line}`;
   } catch {
     return "a value that cannot be shown was thrown";
