@@ -30,6 +30,7 @@ import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
 import type { Logger } from "./log.ts";
 import { apiKeyCheck } from "./auth/api-key.ts";
 import type { ClusterView } from "./cluster.ts";
+import { consoleRoutes } from "./console/routes.ts";
 
 /** What a POST body of the HTTP API must look like, as its 400 and 405 answers say it. */
 const PUBLISH_SHAPE = '{"topic": string, "data": any JSON}';
@@ -243,6 +244,8 @@ export function createRoutes<const Prefix extends string = "">(
       keyedQuery(HttpTopicsQuery),
     )
     .use(onlyGet(Route.topics, "prefix=P"))
+    // The web console (src/console/): a page over this API, for the key's holder.
+    .use(consoleRoutes(options.prefix ?? "", config.API_KEY !== undefined))
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();

@@ -19,6 +19,8 @@ export const Route = {
   healthz: "/healthz",
   readyz: "/readyz",
   metrics: "/metrics",
+  /** The operator's web console (an HTML page over the HTTP API). */
+  console: "/console",
 } as const;
 
 /**

@@ -1,0 +1,531 @@
+// The console's script, bundled for the browser when /console/app.js is first asked for (src/console/routes.ts).
+// It reads the HTTP API with the operator's key (sessionStorage, a bearer header, never a URL) and polls it once
+// a second: the nodes every time (header, charts), plus what the open view shows. Everything from the server is
+// put on the page as text (textContent), never as HTML: presence info and message data are anyone's JSON.
+import uPlot from "uplot";
+
+const KEY_STORE = "switchboard.apiKey";
+const POLL_MS = 1000;
+/** Rows per page of the topic and presence tables: the DOM stays small whatever the server returns. */
+const PAGE_ROWS = 50;
+/** Points kept per chart series: 5 minutes at one a second. */
+const CHART_POINTS = 300;
+const HISTORY_SHOWN = 20;
+
+const body = document.body;
+const base = body.dataset.base ?? "";
+const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
+
+interface NodeView {
+  nodeId: string;
+  address: string;
+  uptimeMs: number;
+  connections: number;
+  topics: number;
+  messagesInPerSec: number;
+  messagesOutPerSec: number;
+  self?: boolean;
+}
+interface TopicView {
+  topic: string;
+  local: number;
+  cluster: number;
+}
+interface PresenceClient {
+  connectionId: string;
+  user: string | null;
+  info?: unknown;
+}
+
+type View = "nodes" | "topics" | "topic" | "publish";
+
+const state = {
+  key: sessionStorage.getItem(KEY_STORE),
+  view: "nodes" as View,
+  topic: "",
+  topics: [] as TopicView[],
+  topicsTruncated: false,
+  topicSort: { by: "local" as "topic" | "local" | "cluster", descending: true },
+  topicsPage: 0,
+  presence: [] as PresenceClient[],
+  presencePage: 0,
+  /** Nodes seen since the page loaded, with whether the last poll listed them. */
+  nodes: new Map<string, { node: NodeView; up: boolean }>(),
+  series: { time: [] as number[], connections: [] as number[], msgsIn: [] as number[], msgsOut: [] as number[] },
+  polls: 0,
+  timer: undefined as ReturnType<typeof setTimeout> | undefined,
+};
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** One call of the HTTP API with the key; rejects with ApiError carrying the server's `error` text. */
+async function api<T>(path: string, init: { method?: string; json?: unknown } = {}): Promise<T> {
+  const headers: Record<string, string> = { authorization: `Bearer ${state.key ?? ""}` };
+  if (init.json !== undefined) headers["content-type"] = "application/json";
+  let res: Response;
+  try {
+    res = await fetch(base + path, { method: init.method ?? "GET", headers, body: init.json === undefined ? undefined : JSON.stringify(init.json) });
+  } catch {
+    throw new ApiError(0, "cannot reach the server");
+  }
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  if (!res.ok) {
+    const error = (parsed as { error?: unknown } | undefined)?.error;
+    throw new ApiError(res.status, typeof error === "string" ? error : `HTTP ${res.status}`);
+  }
+  return parsed as T;
+}
+
+function show(id: string, visible: boolean): void {
+  $(id).hidden = !visible;
+}
+
+function setText(id: string, text: string): void {
+  const el = $(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function cell(row: HTMLTableRowElement, className: string, text: string): HTMLTableCellElement {
+  const td = row.insertCell();
+  td.className = className;
+  td.textContent = text;
+  return td;
+}
+
+const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
+
+function uptime(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${String(m).padStart(2, "0")}m`;
+  return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+}
+
+// Sign-in.
+
+async function signIn(key: string): Promise<void> {
+  state.key = key;
+  try {
+    await api("/api/nodes");
+  } catch (error) {
+    state.key = null;
+    sessionStorage.removeItem(KEY_STORE);
+    const e = error as ApiError;
+    const reason = e.status === 401 ? "wrong API key" : e.status === 403 ? "the HTTP API is off on this server (API_KEY unset)" : e.message;
+    setText("signin-error", reason);
+    show("signin-error", true);
+    show("signin", true);
+    show("app", false);
+    show("nav", false);
+    $<HTMLInputElement>("key").focus();
+    return;
+  }
+  sessionStorage.setItem(KEY_STORE, key);
+  show("signin-error", false);
+  show("signin", false);
+  show("app", true);
+  show("nav", true);
+  go(state.view);
+  void poll();
+}
+
+function signOut(): void {
+  sessionStorage.removeItem(KEY_STORE);
+  state.key = null;
+  clearTimeout(state.timer);
+  show("app", false);
+  show("nav", false);
+  show("signin", true);
+  $<HTMLInputElement>("key").value = "";
+  $<HTMLInputElement>("key").focus();
+}
+
+// Views.
+
+function go(view: View): void {
+  state.view = view;
+  for (const v of ["nodes", "topics", "topic", "publish"] as const) show(`view-${v}`, v === view);
+  for (const button of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+    const current = button.dataset.view === view || (view === "topic" && button.dataset.view === "topics");
+    if (current) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  if (view === "nodes") ensureCharts();
+  if (view === "topics") renderTopics();
+}
+
+function openTopic(topic: string): void {
+  state.topic = topic;
+  state.presence = [];
+  state.presencePage = 0;
+  setText("topic-name", topic);
+  $("presence").querySelector("tbody")!.replaceChildren();
+  $("history").replaceChildren();
+  go("topic");
+  void pollTopic();
+}
+
+// Polling: one round at a time, the next a second after the last ended.
+
+async function poll(): Promise<void> {
+  clearTimeout(state.timer);
+  if (state.key === null) return;
+  try {
+    await pollNodes();
+    if (state.view === "topics") await pollTopics();
+    else if (state.view === "topic") await pollTopic();
+    setText("status", "");
+  } catch (error) {
+    const e = error as ApiError;
+    if (e.status === 401) return signOut();
+    setText("status", `cannot read the API: ${e.message} (retrying)`);
+  }
+  body.dataset.polls = String(++state.polls);
+  if (state.key !== null) state.timer = setTimeout(() => void poll(), POLL_MS);
+}
+
+async function pollNodes(): Promise<void> {
+  const { nodes } = await api<{ nodes: NodeView[] }>("/api/nodes");
+  const listed = new Set(nodes.map((n) => n.nodeId));
+  for (const node of nodes) state.nodes.set(node.nodeId, { node, up: true });
+  for (const [id, entry] of state.nodes) if (!listed.has(id)) entry.up = false;
+  let connections = 0;
+  let msgsIn = 0;
+  let msgsOut = 0;
+  for (const n of nodes) {
+    connections += n.connections;
+    msgsIn += n.messagesInPerSec;
+    msgsOut += n.messagesOutPerSec;
+  }
+  setText("total-connections", String(connections));
+  const s = state.series;
+  s.time.push(Date.now() / 1000);
+  s.connections.push(connections);
+  s.msgsIn.push(msgsIn);
+  s.msgsOut.push(msgsOut);
+  if (s.time.length > CHART_POINTS) for (const list of Object.values(s)) list.shift();
+  renderNodes();
+  updateCharts();
+}
+
+function renderNodes(): void {
+  const tbody = $("nodes").querySelector("tbody")!;
+  const rows = [...state.nodes.values()].sort((a, b) => Number(b.node.self ?? false) - Number(a.node.self ?? false) || a.node.nodeId.localeCompare(b.node.nodeId));
+  tbody.replaceChildren(
+    ...rows.map(({ node, up }) => {
+      const row = document.createElement("tr");
+      row.dataset.nodeId = node.nodeId;
+      cell(row, "id", node.self ? `${node.nodeId} (this one)` : node.nodeId);
+      cell(row, `state ${up ? "up" : "down"}`, up ? "up" : "down");
+      cell(row, "address", node.address);
+      cell(row, "uptime", up ? uptime(node.uptimeMs) : "-");
+      cell(row, "connections", up ? String(node.connections) : "-");
+      cell(row, "topics", up ? String(node.topics) : "-");
+      cell(row, "msgs-in", up ? fmt.format(node.messagesInPerSec) : "-");
+      cell(row, "msgs-out", up ? fmt.format(node.messagesOutPerSec) : "-");
+      return row;
+    }),
+  );
+}
+
+// Charts (uPlot): redrawn with the new points; rebuilt when the color scheme changes.
+
+let charts: { connections: uPlot; messages: uPlot } | undefined;
+
+function chartOptions(el: HTMLElement, series: uPlot.Series[]): uPlot.Options {
+  const css = getComputedStyle(body);
+  const fg = css.getPropertyValue("--muted").trim() || "#888";
+  const grid = css.getPropertyValue("--line").trim() || "#ddd";
+  const axis: uPlot.Axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+  return { width: Math.max(300, el.clientWidth), height: 220, series: [{}, ...series], axes: [axis, { ...axis, size: 60 }], legend: { show: true } };
+}
+
+function ensureCharts(): void {
+  if (charts !== undefined) return;
+  const accent = getComputedStyle(body).getPropertyValue("--accent").trim() || "#2f6feb";
+  const good = getComputedStyle(body).getPropertyValue("--good").trim() || "#2e7d32";
+  const c = $("chart-connections");
+  const m = $("chart-messages");
+  const s = state.series;
+  charts = {
+    connections: new uPlot(chartOptions(c, [{ label: "connections", stroke: accent, width: 2 }]), [s.time, s.connections], c),
+    messages: new uPlot(
+      chartOptions(m, [
+        { label: "in/s", stroke: good, width: 2 },
+        { label: "out/s", stroke: accent, width: 2 },
+      ]),
+      [s.time, s.msgsIn, s.msgsOut],
+      m,
+    ),
+  };
+}
+
+function updateCharts(): void {
+  if (charts === undefined || state.view !== "nodes") return;
+  const s = state.series;
+  charts.connections.setData([s.time, s.connections]);
+  charts.messages.setData([s.time, s.msgsIn, s.msgsOut]);
+}
+
+function rebuildCharts(): void {
+  charts?.connections.destroy();
+  charts?.messages.destroy();
+  charts = undefined;
+  if (state.view === "nodes") ensureCharts();
+}
+
+// Topics: the server filters by prefix (at most 1,000, busiest first); sorting and paging happen here.
+
+const TOPIC_PREFIX = /^[A-Za-z0-9._:/-]{0,200}$/;
+
+async function pollTopics(): Promise<void> {
+  const prefix = $<HTMLInputElement>("topic-filter").value.trim();
+  if (!TOPIC_PREFIX.test(prefix)) {
+    state.topics = [];
+    setText("topics-count", "(a prefix is letters, digits and . _ - : /)");
+    renderTopics();
+    return;
+  }
+  const read = await api<{ topics: TopicView[]; truncated?: boolean }>(`/api/topics${prefix === "" ? "" : `?prefix=${encodeURIComponent(prefix)}`}`);
+  // A newer filter was typed meanwhile: this answer is for the old one.
+  if ($<HTMLInputElement>("topic-filter").value.trim() !== prefix) return;
+  state.topics = read.topics;
+  state.topicsTruncated = read.truncated === true;
+  renderTopics();
+}
+
+function sortedTopics(): TopicView[] {
+  const prefix = $<HTMLInputElement>("topic-filter").value.trim();
+  const { by, descending } = state.topicSort;
+  const rows = state.topics.filter((t) => t.topic.startsWith(prefix));
+  const sign = descending ? -1 : 1;
+  return rows.sort((a, b) => {
+    const order = by === "topic" ? a.topic.localeCompare(b.topic) : a[by] - b[by];
+    return sign * order || a.topic.localeCompare(b.topic);
+  });
+}
+
+function renderTopics(): void {
+  const rows = sortedTopics();
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+  state.topicsPage = Math.min(state.topicsPage, pages - 1);
+  const shown = rows.slice(state.topicsPage * PAGE_ROWS, (state.topicsPage + 1) * PAGE_ROWS);
+  setText("topics-count", `${rows.length} topics${state.topicsTruncated ? " (the first 1,000: narrow the prefix)" : ""}`);
+  setText("topics-page", `page ${state.topicsPage + 1} of ${pages}`);
+  $<HTMLButtonElement>("topics-prev").disabled = state.topicsPage === 0;
+  $<HTMLButtonElement>("topics-next").disabled = state.topicsPage >= pages - 1;
+  $("topics")
+    .querySelector("tbody")!
+    .replaceChildren(
+      ...shown.map((t) => {
+        const row = document.createElement("tr");
+        row.dataset.topic = t.topic;
+        cell(row, "name", t.topic);
+        cell(row, "local", String(t.local));
+        cell(row, "cluster", String(t.cluster));
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "open";
+        open.textContent = "Open";
+        open.setAttribute("aria-label", `Open ${t.topic}`);
+        open.addEventListener("click", () => openTopic(t.topic));
+        row.insertCell().append(open);
+        return row;
+      }),
+    );
+  for (const button of document.querySelectorAll<HTMLButtonElement>("#topics button[data-sort]")) {
+    const sorted = button.dataset.sort === state.topicSort.by;
+    button.setAttribute("aria-sort", sorted ? (state.topicSort.descending ? "descending" : "ascending") : "none");
+  }
+}
+
+// One topic: its presence (paged) and its latest messages.
+
+async function pollTopic(): Promise<void> {
+  const topic = state.topic;
+  const q = `?topic=${encodeURIComponent(topic)}`;
+  const [presence, history] = await Promise.all([
+    api<{ clients: PresenceClient[]; truncated?: boolean }>(`/api/presence${q}`).catch((error: ApiError) => error),
+    api<{ messages: { offset: number; data: unknown }[] }>(`/api/history${q}&limit=${HISTORY_SHOWN}`).catch((error: ApiError) => error),
+  ]);
+  if (state.topic !== topic || state.view !== "topic") return;
+  if (presence instanceof ApiError && presence.status === 401) throw presence;
+  if (history instanceof ApiError && history.status === 401) throw history;
+  state.presence = presence instanceof ApiError ? [] : presence.clients;
+  setText("presence-count", presence instanceof ApiError ? `presence: ${presence.message}` : `${presence.clients.length}${presence.truncated ? "+" : ""}`);
+  renderPresence();
+  const note = $("history-note");
+  if (history instanceof ApiError) {
+    note.hidden = false;
+    setText("history-note", history.message);
+    $("history").replaceChildren();
+  } else {
+    note.hidden = true;
+    $("history").replaceChildren(
+      ...history.messages
+        .slice()
+        .reverse()
+        .map((m) => {
+          const li = document.createElement("li");
+          li.dataset.offset = String(m.offset);
+          li.value = m.offset;
+          li.textContent = JSON.stringify(m.data);
+          return li;
+        }),
+    );
+  }
+}
+
+function renderPresence(): void {
+  const pages = Math.max(1, Math.ceil(state.presence.length / PAGE_ROWS));
+  state.presencePage = Math.min(state.presencePage, pages - 1);
+  const shown = state.presence.slice(state.presencePage * PAGE_ROWS, (state.presencePage + 1) * PAGE_ROWS);
+  setText("presence-page", `page ${state.presencePage + 1} of ${pages}`);
+  $<HTMLButtonElement>("presence-prev").disabled = state.presencePage === 0;
+  $<HTMLButtonElement>("presence-next").disabled = state.presencePage >= pages - 1;
+  $("presence")
+    .querySelector("tbody")!
+    .replaceChildren(
+      ...shown.map((client) => {
+        const row = document.createElement("tr");
+        row.dataset.connectionId = client.connectionId;
+        cell(row, "connection", client.connectionId);
+        cell(row, "user", client.user ?? "(open mode)");
+        cell(row, "info", client.info === undefined ? "" : JSON.stringify(client.info));
+        const kick = document.createElement("button");
+        kick.type = "button";
+        kick.className = "disconnect";
+        kick.textContent = "Disconnect";
+        kick.setAttribute("aria-label", `Disconnect ${client.connectionId}`);
+        kick.addEventListener("click", () => void disconnect(client.connectionId, kick));
+        row.insertCell().append(kick);
+        return row;
+      }),
+    );
+}
+
+async function disconnect(connectionId: string, button: HTMLButtonElement): Promise<void> {
+  button.disabled = true;
+  try {
+    await api("/api/disconnect", { method: "POST", json: { connectionId } });
+    setText("status", `disconnected ${connectionId}`);
+  } catch (error) {
+    setText("status", `disconnect failed: ${(error as Error).message}`);
+    button.disabled = false;
+  }
+  void pollTopic().catch(() => {});
+}
+
+// Publish: the server's own validation answers (schema errors included) are shown as they come.
+
+async function publish(): Promise<void> {
+  const topic = $<HTMLInputElement>("publish-topic").value.trim();
+  const text = $<HTMLTextAreaElement>("publish-data").value;
+  show("publish-result", false);
+  show("publish-error", false);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    setText("publish-error", `not JSON: ${(error as Error).message}`);
+    show("publish-error", true);
+    return;
+  }
+  $<HTMLButtonElement>("publish-submit").disabled = true;
+  try {
+    const answer = await api<{ offset?: number }>("/api/publish", { method: "POST", json: { topic, data } });
+    setText("publish-result", answer.offset === undefined ? `published to ${topic}` : `published to ${topic} at offset ${answer.offset}`);
+    show("publish-result", true);
+  } catch (error) {
+    setText("publish-error", (error as Error).message);
+    show("publish-error", true);
+  } finally {
+    $<HTMLButtonElement>("publish-submit").disabled = false;
+  }
+}
+
+// Wiring.
+
+function start(): void {
+  if (body.dataset.api !== "on") {
+    show("api-off", true);
+    return;
+  }
+  $("signin").addEventListener("submit", (event) => {
+    event.preventDefault();
+    void signIn($<HTMLInputElement>("key").value);
+  });
+  $("signout").addEventListener("click", signOut);
+  for (const button of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
+    button.addEventListener("click", () => {
+      go(button.dataset.view as View);
+      void poll();
+    });
+  }
+  let filterTimer: ReturnType<typeof setTimeout> | undefined;
+  $("topic-filter").addEventListener("input", () => {
+    // At once from what is loaded, then from the server once typing pauses.
+    state.topicsPage = 0;
+    renderTopics();
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => void pollTopics().catch(() => {}), 150);
+  });
+  for (const button of document.querySelectorAll<HTMLButtonElement>("#topics button[data-sort]")) {
+    button.addEventListener("click", () => {
+      const by = button.dataset.sort as "topic" | "local" | "cluster";
+      state.topicSort = { by, descending: state.topicSort.by === by ? !state.topicSort.descending : by !== "topic" };
+      renderTopics();
+    });
+  }
+  $("topics-prev").addEventListener("click", () => {
+    state.topicsPage--;
+    renderTopics();
+  });
+  $("topics-next").addEventListener("click", () => {
+    state.topicsPage++;
+    renderTopics();
+  });
+  $("presence-prev").addEventListener("click", () => {
+    state.presencePage--;
+    renderPresence();
+  });
+  $("presence-next").addEventListener("click", () => {
+    state.presencePage++;
+    renderPresence();
+  });
+  $("topic-publish").addEventListener("click", () => {
+    $<HTMLInputElement>("publish-topic").value = state.topic;
+    go("publish");
+    $<HTMLTextAreaElement>("publish-data").focus();
+  });
+  $("publish").addEventListener("submit", (event) => {
+    event.preventDefault();
+    void publish();
+  });
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", rebuildCharts);
+  let resizeTimer: ReturnType<typeof setTimeout> | undefined;
+  addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(rebuildCharts, 200);
+  });
+  if (state.key !== null) void signIn(state.key);
+  else show("signin", true);
+}
+
+start();
