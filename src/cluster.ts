@@ -80,7 +80,8 @@ export type NodeView = NodeRecord & { self: boolean };
 export interface TopicView {
   topic: string;
   local: number;
-  cluster: number;
+  /** Its presence entries on every node; null where its definition turns presence off (nothing is counted). */
+  cluster: number | null;
 }
 
 export interface ClusterViewOptions {
@@ -176,8 +177,8 @@ export class ClusterView {
     const topics: TopicView[] = [];
     for (let i = 0; i < listed.length; i++) {
       const read = stats[i]!;
-      if ("code" in read) return read;
-      topics.push({ topic: listed[i]![0], local: listed[i]![1], cluster: read.clients });
+      if ("code" in read && read.code !== "not_available") return read;
+      topics.push({ topic: listed[i]![0], local: listed[i]![1], cluster: "code" in read ? null : read.clients });
     }
     return { topics, truncated };
   }

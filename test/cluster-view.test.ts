@@ -130,7 +130,7 @@ describe("memory: this node alone", () => {
     expect([self, connections]).toEqual([true, 0]);
     const topics = await api.api.topics.get({ query: { prefix: "x" } });
     if (topics.data === null || !("topics" in topics.data)) throw new Error(`GET /api/topics: ${topics.status}`);
-    const listed: { topic: string; local: number; cluster: number }[] = topics.data.topics;
+    const listed: { topic: string; local: number; cluster: number | null }[] = topics.data.topics;
     expect(listed).toEqual([]);
   });
 });

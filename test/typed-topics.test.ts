@@ -430,6 +430,8 @@ describe("presence: false and joinLeave: false", () => {
     expect(await http(s, "GET", "/api/presence?topic=quiet.a")).toEqual([400, { error: off }]);
     expect(await http(s, "GET", "/api/presence_stats?topic=quiet.a")).toEqual([400, { error: off }]);
     expect(metric(s, "switchboard_presence_entries")).toBe(0);
+    // The topic list still answers, with no cluster-wide count for it (the first version refused the whole list).
+    expect(await http(s, "GET", "/api/topics?prefix=quiet.")).toEqual([200, { topics: [{ topic: "quiet.a", local: 1, cluster: null }] }]);
 
     // A refused subscribe subscribed nothing: a publish to that topic never reaches the refused client.
     const r = await open(s);

@@ -3,6 +3,10 @@
 // a second: the nodes every time (header, charts), plus what the open view shows. Everything from the server is
 // put on the page as text (textContent), never as HTML: presence info and message data are anyone's JSON.
 import uPlot from "uplot";
+// Types only (erased from the bundle): the shapes the API answers with, declared once on the server.
+import type { TopicView } from "../cluster.ts";
+import type { NodeRecord } from "../protocol.ts";
+import type { PresenceClient } from "../client.ts";
 
 const KEY_STORE = "switchboard.apiKey";
 const POLL_MS = 1000;
@@ -16,26 +20,8 @@ const body = document.body;
 const base = body.dataset.base ?? "";
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getElementById(id) as T;
 
-interface NodeView {
-  nodeId: string;
-  address: string;
-  uptimeMs: number;
-  connections: number;
-  topics: number;
-  messagesInPerSec: number;
-  messagesOutPerSec: number;
-  self?: boolean;
-}
-interface TopicView {
-  topic: string;
-  local: number;
-  cluster: number;
-}
-interface PresenceClient {
-  connectionId: string;
-  user: string | null;
-  info?: unknown;
-}
+/** A node as GET /api/nodes lists it (`self`: the node that answered). */
+type NodeView = NodeRecord & { self?: boolean };
 
 type View = "nodes" | "topics" | "topic" | "publish";
 
@@ -316,7 +302,7 @@ function sortedTopics(): TopicView[] {
   const rows = state.topics.filter((t) => t.topic.startsWith(prefix));
   const sign = descending ? -1 : 1;
   return rows.sort((a, b) => {
-    const order = by === "topic" ? a.topic.localeCompare(b.topic) : a[by] - b[by];
+    const order = by === "topic" ? a.topic.localeCompare(b.topic) : (a[by] ?? -1) - (b[by] ?? -1);
     return sign * order || a.topic.localeCompare(b.topic);
   });
 }
@@ -338,7 +324,7 @@ function renderTopics(): void {
         row.dataset.topic = t.topic;
         cell(row, "name", t.topic);
         cell(row, "local", String(t.local));
-        cell(row, "cluster", String(t.cluster));
+        cell(row, "cluster", t.cluster === null ? "-" : String(t.cluster));
         const open = document.createElement("button");
         open.type = "button";
         open.className = "open";
