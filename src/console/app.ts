@@ -164,14 +164,23 @@ function openTopic(topic: string): void {
   $("presence").querySelector("tbody")!.replaceChildren();
   $("history").replaceChildren();
   go("topic");
-  void pollTopic();
+  void poll();
 }
 
-// Polling: one round at a time, the next a second after the last ended.
+// Polling: one round at a time, the next a second after the last ended. A round asked for while one runs (a
+// view opened) follows it at once instead of running beside it.
+
+let polling = false;
+let pollAgain = false;
 
 async function poll(): Promise<void> {
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
   clearTimeout(state.timer);
   if (state.key === null) return;
+  polling = true;
   try {
     await pollNodes();
     if (state.view === "topics") await pollTopics();
@@ -179,11 +188,21 @@ async function poll(): Promise<void> {
     setText("status", "");
   } catch (error) {
     const e = error as ApiError;
-    if (e.status === 401) return signOut();
+    if (e.status === 401) {
+      polling = false;
+      return signOut();
+    }
     setText("status", `cannot read the API: ${e.message} (retrying)`);
   }
+  polling = false;
   body.dataset.polls = String(++state.polls);
-  if (state.key !== null) state.timer = setTimeout(() => void poll(), POLL_MS);
+  if (state.key === null) return;
+  if (pollAgain) {
+    pollAgain = false;
+    void poll();
+  } else {
+    state.timer = setTimeout(() => void poll(), POLL_MS);
+  }
 }
 
 async function pollNodes(): Promise<void> {
@@ -415,7 +434,7 @@ async function disconnect(connectionId: string, button: HTMLButtonElement): Prom
     setText("status", `disconnect failed: ${(error as Error).message}`);
     button.disabled = false;
   }
-  void pollTopic().catch(() => {});
+  void poll();
 }
 
 // Publish: the server's own validation answers (schema errors included) are shown as they come.
