@@ -190,9 +190,15 @@ async function poll(): Promise<void> {
     const e = error as ApiError;
     if (e.status === 401) {
       polling = false;
-      return signOut();
+      signOut();
+      setText("signin-error", "signed out: the server no longer accepts this API key");
+      show("signin-error", true);
+      return;
     }
     setText("status", `cannot read the API: ${e.message} (retrying)`);
+    // What the nodes showed is no longer known.
+    for (const entry of state.nodes.values()) entry.up = false;
+    renderNodes();
   }
   polling = false;
   body.dataset.polls = String(++state.polls);
@@ -530,7 +536,10 @@ function start(): void {
     resizeTimer = setTimeout(rebuildCharts, 200);
   });
   if (state.key !== null) void signIn(state.key);
-  else show("signin", true);
+  else {
+    show("signin", true);
+    $<HTMLInputElement>("key").focus(); // autofocus does not apply to a form shown after load
+  }
 }
 
 start();

@@ -13,6 +13,7 @@ export function consolePage(base: string, apiEnabled: boolean): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <title>switchboard console</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="${b}/console/app.css">
 <script type="module" src="${b}/console/app.js"></script>
 </head>
