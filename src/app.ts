@@ -27,7 +27,7 @@ import {
 } from "./protocol.ts";
 import { BrokerUnavailable } from "./broker/broker.ts";
 import { BAD_HANDSHAKE, createAdmission } from "./auth/admission.ts";
-import type { Logger } from "./log.ts";
+import { errorFields, type Logger } from "./log.ts";
 import { apiKeyCheck } from "./auth/api-key.ts";
 import type { ClusterView } from "./cluster.ts";
 import { consoleRoutes } from "./console/routes.ts";
@@ -244,8 +244,8 @@ export function createRoutes<const Prefix extends string = "">(
       keyedQuery(HttpTopicsQuery),
     )
     .use(onlyGet(Route.topics, "prefix=P"))
-    // The web console (src/console/): a page over this API, for the key's holder.
-    .use(consoleRoutes(options.prefix ?? "", config.API_KEY !== undefined))
+    // The web console (src/console/): a page over this API, for the key's holder (CONSOLE=false: not served).
+    .use(config.CONSOLE ? consoleRoutes(options.prefix ?? "", config.API_KEY !== undefined, (error) => log.error("console_build_failed", errorFields(error))) : new Elysia())
     .get("/metrics", ({ set }) => {
       set.headers["content-type"] = "text/plain; version=0.0.4; charset=utf-8";
       return gateway.renderMetrics();

@@ -106,6 +106,8 @@ export const ConfigSchema = z.object({
     .transform((s) => (s === "auto" ? navigator.hardwareConcurrency : Number(s)))
     .pipe(z.number().int().min(1, "must be at least 1").max(256, "must be at most 256"))
     .default(1),
+  /** Serve the web console at /console (it reads the HTTP API with API_KEY). `false`: 404, nothing built. */
+  CONSOLE: boolean(true),
   /** Bearer key of the HTTP API (POST /publish, /api/*); unset disables it (403). */
   API_KEY: apiKey,
   /**

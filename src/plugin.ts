@@ -93,6 +93,9 @@ export function createSwitchboard<const Prefix extends string = "">(
   deps: SwitchboardDeps,
   mount: { prefix?: Prefix; echo?: boolean } = {},
 ) {
+  if (mount.prefix !== undefined && !PREFIX.test(mount.prefix)) {
+    throw new ConfigError(`invalid prefix ${JSON.stringify(mount.prefix)}: path segments of letters, digits and . _ ~ - (e.g. /realtime), or ""`);
+  }
   if (config.TOPICS_STRICT && deps.topics === undefined) {
     throw new ConfigError("invalid configuration: TOPICS_STRICT=true refuses every topic without topic definitions: set SWITCHBOARD_CONFIG (or pass topics)");
   }
@@ -197,6 +200,9 @@ export function createSwitchboard<const Prefix extends string = "">(
 }
 
 export type Switchboard = ReturnType<typeof createSwitchboard<"">>;
+
+/** A mount prefix: path segments only (it ends up in URLs and in the console's page). */
+const PREFIX = /^(\/[A-Za-z0-9._~-]+)*$/;
 
 /** The apps a switchboard is mounted on. */
 const mounted = new WeakSet<AnyElysia>();

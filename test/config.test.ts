@@ -41,6 +41,7 @@ describe("loadConfig", () => {
       MAX_CONNECTIONS_PER_IP: 0,
       AUTH_REQUIRE_EXP: true,
       TOPICS_STRICT: false,
+      CONSOLE: true,
       REUSE_PORT: false,
     });
   });

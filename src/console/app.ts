@@ -9,6 +9,8 @@ import type { NodeRecord } from "../protocol.ts";
 import type { PresenceClient } from "../client.ts";
 
 const KEY_STORE = "switchboard.apiKey";
+/** Why the last session ended, when the server ended it: shown once at the next sign-in form. */
+const SIGNED_OUT_STORE = "switchboard.signedOut";
 const POLL_MS = 1000;
 /** Rows per page of the topic and presence tables: the DOM stays small whatever the server returns. */
 const PAGE_ROWS = 50;
@@ -31,6 +33,8 @@ const state = {
   topic: "",
   topics: [] as TopicView[],
   topicsTruncated: false,
+  /** The filter holds characters no topic has: nothing is asked. */
+  invalidPrefix: false,
   topicSort: { by: "local" as "topic" | "local" | "cluster", descending: true },
   topicsPage: 0,
   presence: [] as PresenceClient[],
@@ -84,11 +88,47 @@ function setText(id: string, text: string): void {
   if (el.textContent !== text) el.textContent = text;
 }
 
-function cell(row: HTMLTableRowElement, className: string, text: string): HTMLTableCellElement {
+function cell(row: HTMLTableRowElement, className: string, text = ""): HTMLTableCellElement {
   const td = row.insertCell();
   td.className = className;
   td.textContent = text;
   return td;
+}
+
+/** Sets a cell's text (and class) only when it changed: a selection in it survives a poll round. */
+function fill(td: HTMLTableCellElement, text: string, className?: string): void {
+  if (td.textContent !== text) td.textContent = text;
+  if (className !== undefined && td.className !== className) td.className = className;
+}
+
+/**
+ * Keeps `tbody`'s rows in `items`' order, keyed by the row's `data-<attr>`: a row already there is updated in
+ * place and moved only when the order changed, so focus, a half-done click and selected text survive each poll
+ * round; new rows are built, rows of gone items removed.
+ */
+function syncRows<T>(
+  tbody: HTMLTableSectionElement,
+  items: readonly T[],
+  attr: "nodeId" | "topic" | "connectionId",
+  keyOf: (item: T) => string,
+  build: (item: T) => HTMLTableRowElement,
+  update: (row: HTMLTableRowElement, item: T) => void,
+): void {
+  const existing = new Map<string, HTMLTableRowElement>();
+  for (const row of tbody.rows) existing.set(row.dataset[attr] ?? "", row);
+  let at: Element | null = tbody.firstElementChild;
+  for (const item of items) {
+    const key = keyOf(item);
+    let row = existing.get(key);
+    if (row === undefined) {
+      row = build(item);
+      row.dataset[attr] = key;
+    } else existing.delete(key);
+    update(row, item);
+    if (row === at) at = at.nextElementSibling;
+    else tbody.insertBefore(row, at);
+  }
+  for (const row of existing.values()) row.remove();
 }
 
 const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
@@ -111,9 +151,10 @@ async function signIn(key: string): Promise<void> {
     await api("/api/nodes");
   } catch (error) {
     state.key = null;
-    sessionStorage.removeItem(KEY_STORE);
     const e = error as ApiError;
-    const reason = e.status === 401 ? "wrong API key" : e.status === 403 ? "the HTTP API is off on this server (API_KEY unset)" : e.message;
+    // Only a refused key is forgotten: a server that is restarting must not sign the operator out.
+    if (e.status === 401) sessionStorage.removeItem(KEY_STORE);
+    const reason = e.status === 401 ? "wrong API key" : e.status === 403 ? "the HTTP API is off on this server (API_KEY unset)" : `${e.message}: try again`;
     setText("signin-error", reason);
     show("signin-error", true);
     show("signin", true);
@@ -123,6 +164,7 @@ async function signIn(key: string): Promise<void> {
     return;
   }
   sessionStorage.setItem(KEY_STORE, key);
+  $<HTMLInputElement>("key").value = "";
   show("signin-error", false);
   show("signin", false);
   show("app", true);
@@ -131,15 +173,17 @@ async function signIn(key: string): Promise<void> {
   void poll();
 }
 
-function signOut(): void {
+/**
+ * Forgets the key and everything the session showed (nodes, charts, presence, history, the publish form): a
+ * reload, so a round in flight cannot answer into the next session either. `reason` is shown at sign-in.
+ */
+function signOut(reason?: string): void {
   sessionStorage.removeItem(KEY_STORE);
+  if (reason === undefined) sessionStorage.removeItem(SIGNED_OUT_STORE);
+  else sessionStorage.setItem(SIGNED_OUT_STORE, reason);
   state.key = null;
   clearTimeout(state.timer);
-  show("app", false);
-  show("nav", false);
-  show("signin", true);
-  $<HTMLInputElement>("key").value = "";
-  $<HTMLInputElement>("key").focus();
+  location.reload();
 }
 
 // Views.
@@ -181,24 +225,22 @@ async function poll(): Promise<void> {
   clearTimeout(state.timer);
   if (state.key === null) return;
   polling = true;
+  let nodesRead = false;
   try {
     await pollNodes();
+    nodesRead = true;
     if (state.view === "topics") await pollTopics();
     else if (state.view === "topic") await pollTopic();
     setText("status", "");
   } catch (error) {
     const e = error as ApiError;
-    if (e.status === 401) {
-      polling = false;
-      signOut();
-      setText("signin-error", "signed out: the server no longer accepts this API key");
-      show("signin-error", true);
-      return;
-    }
+    if (e.status === 401) return signOut("signed out: the server no longer accepts this API key");
     setText("status", `cannot read the API: ${e.message} (retrying)`);
-    // What the nodes showed is no longer known.
-    for (const entry of state.nodes.values()) entry.up = false;
-    renderNodes();
+    if (!nodesRead) {
+      // What the nodes showed is no longer known.
+      for (const entry of state.nodes.values()) entry.up = false;
+      renderNodes();
+    }
   }
   polling = false;
   body.dataset.polls = String(++state.polls);
@@ -206,7 +248,8 @@ async function poll(): Promise<void> {
   if (pollAgain) {
     pollAgain = false;
     void poll();
-  } else {
+  } else if (document.visibilityState !== "hidden") {
+    // A tab nobody looks at polls nothing; it catches up when shown again (visibilitychange).
     state.timer = setTimeout(() => void poll(), POLL_MS);
   }
 }
@@ -236,22 +279,29 @@ async function pollNodes(): Promise<void> {
 }
 
 function renderNodes(): void {
-  const tbody = $("nodes").querySelector("tbody")!;
   const rows = [...state.nodes.values()].sort((a, b) => Number(b.node.self ?? false) - Number(a.node.self ?? false) || a.node.nodeId.localeCompare(b.node.nodeId));
-  tbody.replaceChildren(
-    ...rows.map(({ node, up }) => {
+  const columns = ["id", "state", "address", "uptime", "connections", "topics", "msgs-in", "msgs-out"];
+  syncRows(
+    $("nodes").querySelector("tbody")!,
+    rows,
+    "nodeId",
+    (entry) => entry.node.nodeId,
+    () => {
       const row = document.createElement("tr");
-      row.dataset.nodeId = node.nodeId;
-      cell(row, "id", node.self ? `${node.nodeId} (this one)` : node.nodeId);
-      cell(row, `state ${up ? "up" : "down"}`, up ? "up" : "down");
-      cell(row, "address", node.address);
-      cell(row, "uptime", up ? uptime(node.uptimeMs) : "-");
-      cell(row, "connections", up ? String(node.connections) : "-");
-      cell(row, "topics", up ? String(node.topics) : "-");
-      cell(row, "msgs-in", up ? fmt.format(node.messagesInPerSec) : "-");
-      cell(row, "msgs-out", up ? fmt.format(node.messagesOutPerSec) : "-");
+      for (const name of columns) cell(row, name);
       return row;
-    }),
+    },
+    (row, { node, up }) => {
+      const [id, status, address, uptimeCell, connections, topics, msgsIn, msgsOut] = row.cells as unknown as HTMLTableCellElement[];
+      fill(id!, node.self ? `${node.nodeId} (this one)` : node.nodeId);
+      fill(status!, up ? "up" : "down", `state ${up ? "up" : "down"}`);
+      fill(address!, node.address);
+      fill(uptimeCell!, up ? uptime(node.uptimeMs) : "-");
+      fill(connections!, up ? String(node.connections) : "-");
+      fill(topics!, up ? String(node.topics) : "-");
+      fill(msgsIn!, up ? fmt.format(node.messagesInPerSec) : "-");
+      fill(msgsOut!, up ? fmt.format(node.messagesOutPerSec) : "-");
+    },
   );
 }
 
@@ -307,9 +357,9 @@ const TOPIC_PREFIX = /^[A-Za-z0-9._:/-]{0,200}$/;
 
 async function pollTopics(): Promise<void> {
   const prefix = $<HTMLInputElement>("topic-filter").value.trim();
-  if (!TOPIC_PREFIX.test(prefix)) {
+  state.invalidPrefix = !TOPIC_PREFIX.test(prefix);
+  if (state.invalidPrefix) {
     state.topics = [];
-    setText("topics-count", "(a prefix is letters, digits and . _ - : /)");
     renderTopics();
     return;
   }
@@ -327,7 +377,8 @@ function sortedTopics(): TopicView[] {
   const rows = state.topics.filter((t) => t.topic.startsWith(prefix));
   const sign = descending ? -1 : 1;
   return rows.sort((a, b) => {
-    const order = by === "topic" ? a.topic.localeCompare(b.topic) : (a[by] ?? -1) - (b[by] ?? -1);
+    if (by === "cluster" && (a.cluster === null) !== (b.cluster === null)) return a.cluster === null ? 1 : -1; // unknown last
+    const order = by === "topic" ? a.topic.localeCompare(b.topic) : (a[by] ?? 0) - (b[by] ?? 0);
     return sign * order || a.topic.localeCompare(b.topic);
   });
 }
@@ -337,32 +388,40 @@ function renderTopics(): void {
   const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
   state.topicsPage = Math.min(state.topicsPage, pages - 1);
   const shown = rows.slice(state.topicsPage * PAGE_ROWS, (state.topicsPage + 1) * PAGE_ROWS);
-  setText("topics-count", `${rows.length} topics${state.topicsTruncated ? " (the first 1,000: narrow the prefix)" : ""}`);
+  setText(
+    "topics-count",
+    state.invalidPrefix ? "(a prefix is letters, digits and . _ - : /)" : `${rows.length} topics${state.topicsTruncated ? " (the busiest 1,000: narrow the prefix)" : ""}`,
+  );
   setText("topics-page", `page ${state.topicsPage + 1} of ${pages}`);
   $<HTMLButtonElement>("topics-prev").disabled = state.topicsPage === 0;
   $<HTMLButtonElement>("topics-next").disabled = state.topicsPage >= pages - 1;
-  $("topics")
-    .querySelector("tbody")!
-    .replaceChildren(
-      ...shown.map((t) => {
-        const row = document.createElement("tr");
-        row.dataset.topic = t.topic;
-        cell(row, "name", t.topic);
-        cell(row, "local", String(t.local));
-        cell(row, "cluster", t.cluster === null ? "-" : String(t.cluster));
-        const open = document.createElement("button");
-        open.type = "button";
-        open.className = "open";
-        open.textContent = "Open";
-        open.setAttribute("aria-label", `Open ${t.topic}`);
-        open.addEventListener("click", () => openTopic(t.topic));
-        row.insertCell().append(open);
-        return row;
-      }),
-    );
+  syncRows(
+    $("topics").querySelector("tbody")!,
+    shown,
+    "topic",
+    (t) => t.topic,
+    (t) => {
+      const row = document.createElement("tr");
+      cell(row, "name", t.topic);
+      cell(row, "local");
+      cell(row, "cluster");
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "open";
+      open.textContent = "Open";
+      open.setAttribute("aria-label", `Open ${t.topic}`);
+      open.addEventListener("click", () => openTopic(t.topic));
+      row.insertCell().append(open);
+      return row;
+    },
+    (row, t) => {
+      fill(row.cells[1]!, String(t.local));
+      fill(row.cells[2]!, t.cluster === null ? "-" : String(t.cluster));
+    },
+  );
   for (const button of document.querySelectorAll<HTMLButtonElement>("#topics button[data-sort]")) {
     const sorted = button.dataset.sort === state.topicSort.by;
-    button.setAttribute("aria-sort", sorted ? (state.topicSort.descending ? "descending" : "ascending") : "none");
+    button.closest("th")!.setAttribute("aria-sort", sorted ? (state.topicSort.descending ? "descending" : "ascending") : "none");
   }
 }
 
@@ -410,36 +469,70 @@ function renderPresence(): void {
   setText("presence-page", `page ${state.presencePage + 1} of ${pages}`);
   $<HTMLButtonElement>("presence-prev").disabled = state.presencePage === 0;
   $<HTMLButtonElement>("presence-next").disabled = state.presencePage >= pages - 1;
-  $("presence")
-    .querySelector("tbody")!
-    .replaceChildren(
-      ...shown.map((client) => {
-        const row = document.createElement("tr");
-        row.dataset.connectionId = client.connectionId;
-        cell(row, "connection", client.connectionId);
-        cell(row, "user", client.user ?? "(open mode)");
-        cell(row, "info", client.info === undefined ? "" : JSON.stringify(client.info));
-        const kick = document.createElement("button");
-        kick.type = "button";
-        kick.className = "disconnect";
-        kick.textContent = "Disconnect";
-        kick.setAttribute("aria-label", `Disconnect ${client.connectionId}`);
-        kick.addEventListener("click", () => void disconnect(client.connectionId, kick));
-        row.insertCell().append(kick);
-        return row;
-      }),
-    );
+  syncRows(
+    $("presence").querySelector("tbody")!,
+    shown,
+    "connectionId",
+    (client) => client.connectionId,
+    (client) => {
+      const row = document.createElement("tr");
+      cell(row, "connection", client.connectionId);
+      cell(row, "user");
+      cell(row, "info");
+      const actions = row.insertCell();
+      actions.append(confirmButton("disconnect", "Disconnect", `Disconnect ${client.connectionId}`, { connectionId: client.connectionId }));
+      return row;
+    },
+    (row, client) => {
+      fill(row.cells[1]!, client.user ?? "(open mode)");
+      fill(row.cells[2]!, client.info === undefined ? "" : JSON.stringify(client.info));
+      const actions = row.cells[3]!;
+      const byUser = actions.querySelector("button.disconnect-user");
+      if (client.user !== null && byUser === null) {
+        actions.append(" ", confirmButton("disconnect-user", "Disconnect user", `Disconnect every connection of ${client.user}`, { user: client.user }));
+      }
+    },
+  );
 }
 
-async function disconnect(connectionId: string, button: HTMLButtonElement): Promise<void> {
+/**
+ * A destructive action's button: the first press asks ("Confirm?" for 3 s), the second does it, so a stray click
+ * or keypress disconnects nobody. `target`: the body of POST /api/disconnect.
+ */
+function confirmButton(className: string, label: string, description: string, target: { connectionId: string } | { user: string }): HTMLButtonElement {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = label;
+  button.setAttribute("aria-label", description);
+  let armed: ReturnType<typeof setTimeout> | undefined;
+  button.addEventListener("click", () => {
+    if (armed === undefined) {
+      button.textContent = "Confirm?";
+      armed = setTimeout(() => {
+        armed = undefined;
+        button.textContent = label;
+      }, 3000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = undefined;
+    button.textContent = label;
+    void disconnect(target, button);
+  });
+  return button;
+}
+
+async function disconnect(target: { connectionId: string } | { user: string }, button: HTMLButtonElement): Promise<void> {
+  const who = "user" in target ? `user ${target.user}` : target.connectionId;
   button.disabled = true;
   try {
-    await api("/api/disconnect", { method: "POST", json: { connectionId } });
-    setText("status", `disconnected ${connectionId}`);
+    const answer = await api<{ closed: number }>("/api/disconnect", { method: "POST", json: target });
+    setText("status", `disconnected ${who} (${answer.closed} connection${answer.closed === 1 ? "" : "s"} on this node)`);
   } catch (error) {
     setText("status", `disconnect failed: ${(error as Error).message}`);
-    button.disabled = false;
   }
+  button.disabled = false;
   void poll();
 }
 
@@ -482,7 +575,7 @@ function start(): void {
     event.preventDefault();
     void signIn($<HTMLInputElement>("key").value);
   });
-  $("signout").addEventListener("click", signOut);
+  $("signout").addEventListener("click", () => signOut());
   for (const button of document.querySelectorAll<HTMLButtonElement>("nav button[data-view]")) {
     button.addEventListener("click", () => {
       go(button.dataset.view as View);
@@ -495,7 +588,7 @@ function start(): void {
     state.topicsPage = 0;
     renderTopics();
     clearTimeout(filterTimer);
-    filterTimer = setTimeout(() => void pollTopics().catch(() => {}), 150);
+    filterTimer = setTimeout(() => void poll(), 150);
   });
   for (const button of document.querySelectorAll<HTMLButtonElement>("#topics button[data-sort]")) {
     button.addEventListener("click", () => {
@@ -529,14 +622,23 @@ function start(): void {
     event.preventDefault();
     void publish();
   });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") void poll();
+  });
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", rebuildCharts);
   let resizeTimer: ReturnType<typeof setTimeout> | undefined;
   addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(rebuildCharts, 200);
   });
+  const endedBy = sessionStorage.getItem(SIGNED_OUT_STORE);
+  sessionStorage.removeItem(SIGNED_OUT_STORE);
   if (state.key !== null) void signIn(state.key);
   else {
+    if (endedBy !== null) {
+      setText("signin-error", endedBy);
+      show("signin-error", true);
+    }
     show("signin", true);
     $<HTMLInputElement>("key").focus(); // autofocus does not apply to a form shown after load
   }
