@@ -114,6 +114,8 @@ function syncRows<T>(
   build: (item: T) => HTMLTableRowElement,
   update: (row: HTMLTableRowElement, item: T) => void,
 ): void {
+  // Moving a row takes it out of the page for a moment, which drops focus inside it: put it back after.
+  const focused = document.activeElement;
   const existing = new Map<string, HTMLTableRowElement>();
   for (const row of tbody.rows) existing.set(row.dataset[attr] ?? "", row);
   let at: Element | null = tbody.firstElementChild;
@@ -129,6 +131,7 @@ function syncRows<T>(
     else tbody.insertBefore(row, at);
   }
   for (const row of existing.values()) row.remove();
+  if (focused instanceof HTMLElement && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
 }
 
 const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
@@ -624,6 +627,7 @@ function start(): void {
   });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") void poll();
+    else clearTimeout(state.timer); // the round already scheduled does not run either
   });
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", rebuildCharts);
   let resizeTimer: ReturnType<typeof setTimeout> | undefined;
