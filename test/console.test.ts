@@ -8,7 +8,7 @@
 // hidden, the cluster sort with unknown counts, the invalid-prefix note; CONSOLE=false and the plugin's prefix check.
 // A screenshot of each view is written under this file's temp dir (removed after the file unless
 // KEEP_CONSOLE_SCREENSHOTS=1, which prints where they are). Skipped where Chromium is not installed.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +19,10 @@ import { switchboard } from "../src/plugin.ts";
 import { defineTopics } from "../src/topics/define.ts";
 import { Browser, chromiumPath } from "./cdp.ts";
 import { Client, serve, stopAll, within, type TestServer } from "./helpers.ts";
+
+// Browser tests wait on poll rounds (a second each): the preload's 20 s default does not reach every file when
+// the whole suite runs in one process (measured: these tests got Bun's 5 s there), so the file sets its own.
+setDefaultTimeout(20_000);
 
 const KEY = "console-test-key-0123456789abcdef";
 const AUTH = { authorization: `Bearer ${KEY}` };
