@@ -20,8 +20,8 @@ import { defineTopics } from "../src/topics/define.ts";
 import { Browser, chromiumPath } from "./cdp.ts";
 import { Client, serve, stopAll, within, type TestServer } from "./helpers.ts";
 
-// Browser tests wait on poll rounds (a second each): the preload's 20 s default does not reach every file when
-// the whole suite runs in one process (measured: these tests got Bun's 5 s there), so the file sets its own.
+// Browser tests wait on poll rounds (a second each): 20 s even when this file is not the first of a run without
+// `--timeout` (Bun applies the preload's default to the first file only).
 setDefaultTimeout(20_000);
 
 const KEY = "console-test-key-0123456789abcdef";
