@@ -1,0 +1,155 @@
+// Inputs of the capacity model (docs/capacity.md), each measured here rather than assumed:
+//   1. memory per subscription on one node: 2,000 idle connections, then 10 subscriptions each, to distinct topics
+//      (a topic per subscription: topic bookkeeping included) and to 10 shared topics (subscriptions alone);
+//   2. Redis per operation, on a node with REDIS_URL: commands and Redis CPU per publish (history on and off),
+//      per subscribe + unsubscribe, and per presence refresh of one topic.
+// CPU per message and per delivery come from `bun run bench` (bench/RESULTS.md). Run: bun bench/capacity.ts.
+import { RedisClient } from "bun";
+import { clientFrame, cpuMicros, LoadConn, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
+
+const CONNS = 2000;
+const PER_CONN = 10;
+const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+const pinned = navigator.hardwareConcurrency > 1 ? 0 : null;
+
+async function startRedis(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
+  const url = `redis://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const c = new RedisClient(url);
+      await c.connect();
+      c.close();
+      break;
+    } catch {
+      await Bun.sleep(20);
+    }
+  }
+  return { url, pid: proc.pid, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
+}
+
+async function redisCommands(url: string): Promise<number> {
+  const c = new RedisClient(url);
+  await c.connect();
+  const info = String(await c.send("INFO", ["stats"]));
+  c.close();
+  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
+}
+
+async function open(port: number, count: number): Promise<LoadConn[]> {
+  const conns = Array.from({ length: count }, () => new LoadConn(port, "/connect"));
+  for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
+  for (const c of conns) c.answerPings = true;
+  while (conns.some((c) => c.frames < 1)) await Bun.sleep(10); // welcome
+  return conns;
+}
+
+const subscribe = (topic: string) => clientFrame(JSON.stringify({ type: "subscribe", topic }));
+
+// 1. Memory per subscription.
+async function memoryPerSubscription(shared: boolean): Promise<{ rss: number; heap: number }> {
+  const server = await spawnServer(["bun", "bench/servers/switchboard.ts"], { HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", MAX_TOPICS_PER_CONNECTION: "100" }, pinned);
+  try {
+    const conns = await open(server.port, CONNS);
+    await Bun.sleep(1000);
+    const heap0 = await server.heap();
+    const rss0 = await rssBytes(server.pid);
+    for (const [i, c] of conns.entries()) for (let k = 0; k < PER_CONN; k++) c.write(subscribe(shared ? `shared.${k}` : `t.${i}.${k}`));
+    while (conns.some((c) => c.frames < 1 + PER_CONN)) await Bun.sleep(10);
+    await Bun.sleep(1000);
+    const heap1 = await server.heap();
+    const rss1 = await rssBytes(server.pid);
+    for (const c of conns) c.close();
+    const n = CONNS * PER_CONN;
+    return { rss: (rss1 - rss0) / n, heap: (heap1.heapSize - heap0.heapSize) / n };
+  } finally {
+    await server.kill();
+  }
+}
+
+// 2. Redis per operation.
+interface RedisCost {
+  commands: number;
+  redisCpuUs: number;
+}
+async function redisCosts(): Promise<Record<string, RedisCost>> {
+  const out: Record<string, RedisCost> = {};
+  for (const history of [true, false]) {
+    const redis = await startRedis();
+    const server: ServerProcess = await spawnServer(
+      ["bun", "src/index.ts"],
+      { HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", REDIS_URL: redis.url, HISTORY_SIZE: history ? "100" : "0", PRESENCE_TTL_MS: "3000", NODE_ANNOUNCE_MS: "600000" },
+      pinned,
+    );
+    try {
+      for (let i = 0; i < 200 && (await fetch(`http://127.0.0.1:${server.port}/readyz`).then((r) => r.status, () => 0)) !== 200; i++) await Bun.sleep(20);
+      const measure = async (what: string, count: number, run: () => Promise<void>) => {
+        const [k0, c0] = [await redisCommands(redis.url), await cpuMicros(redis.pid)];
+        await run();
+        const [k1, c1] = [await redisCommands(redis.url), await cpuMicros(redis.pid)];
+        out[what] = { commands: (k1 - k0 - 1) / count, redisCpuUs: (c1 - c0) / count }; // less one INFO
+      };
+      // Publishes: one connection keeping 16 in flight, 20,000 of them, acks counted.
+      const N = 20_000;
+      const [pub] = await open(server.port, 1);
+      const frame = clientFrame(JSON.stringify({ type: "publish", topic: "cap.p", data: { text: "hello, everyone in this room" }, id: 1 }));
+      await measure(`publish (history ${history ? "on" : "off"})`, N, async () => {
+        let sent = 0;
+        const start = pub!.frames;
+        const pump = () => {
+          while (sent < N && sent - (pub!.frames - start) < 16) {
+            pub!.write(frame);
+            sent++;
+          }
+        };
+        pump();
+        while (pub!.frames - start < N) {
+          await Bun.sleep(1);
+          pump();
+        }
+      });
+      if (!history) continue;
+      // Subscribe (answered: Redis SUBSCRIBE, the topic's position, the presence entry) then unsubscribe of a
+      // fresh topic each, 2,000 times, 100 at a time. An unsubscribe sent before `subscribed` would cancel the
+      // subscribe before Redis hears of it, so each waits for the answers of the step before.
+      const S = 2000;
+      await measure("subscribe + unsubscribe", S, async () => {
+        for (let i = 0; i < S; i += 100) {
+          let before = pub!.frames;
+          for (let k = i; k < i + 100; k++) pub!.write(subscribe(`cap.s.${k}`));
+          while (pub!.frames - before < 100) await Bun.sleep(1);
+          before = pub!.frames;
+          for (let k = i; k < i + 100; k++) pub!.write(clientFrame(JSON.stringify({ type: "unsubscribe", topic: `cap.s.${k}` })));
+          while (pub!.frames - before < 100) await Bun.sleep(1);
+        }
+        await Bun.sleep(200); // the presence removals and UNSUBSCRIBEs they started
+      });
+      // Presence refresh: 1,000 topics with an entry each, refreshed every PRESENCE_TTL_MS / 3 = 1 s, over 5 s.
+      const holders = await open(server.port, 10);
+      for (const [i, c] of holders.entries()) for (let k = 0; k < 100; k++) c.write(subscribe(`cap.r.${i}.${k}`));
+      while (holders.some((c) => c.frames < 101)) await Bun.sleep(10);
+      await Bun.sleep(1500);
+      await measure("presence refresh, per topic and round", 5 * 1000, () => Bun.sleep(5000));
+      for (const c of [...holders, pub!]) c.close();
+    } finally {
+      await server.kill();
+      await redis.stop();
+    }
+  }
+  return out;
+}
+
+const distinct = await memoryPerSubscription(false);
+const shared = await memoryPerSubscription(true);
+const redis = await redisCosts();
+console.log(`\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, bun ${Bun.version}, ${fmt(CONNS)} connections x ${PER_CONN} subscriptions\n`);
+console.log("| memory | server RSS bytes/subscription | JS heap bytes/subscription |");
+console.log("| --- | --- | --- |");
+console.log(`| a topic per subscription (topic bookkeeping included) | ${fmt(distinct.rss)} | ${fmt(distinct.heap)} |`);
+console.log(`| 10 shared topics (the subscription alone) | ${fmt(shared.rss)} | ${fmt(shared.heap)} |`);
+console.log("\n| Redis, per operation | commands | Redis CPU us |");
+console.log("| --- | --- | --- |");
+for (const [what, cost] of Object.entries(redis)) console.log(`| ${what} | ${fmt(cost.commands, 1)} | ${fmt(cost.redisCpuUs, 1)} |`);
