@@ -54,6 +54,11 @@ export interface ClientOptions {
   /** Query parameters for the upgrade. */
   query?: Record<string, string>;
   /**
+   * Ask for batched delivery (default true): the server may send several messages of a topic published in the
+   * same event-loop tick as one WebSocket frame, which this client splits; handlers see single messages as before.
+   */
+  batch?: boolean;
+  /**
    * Called before every connection attempt; the result is sent as the `token` query parameter. With it the
    * client reconnects after 4001 (token expired) and after a 401 refusal; without it those end the client.
    * A token() that throws (or takes longer than connectTimeoutMs) is an `error` event and a failed attempt.
@@ -300,7 +305,7 @@ export class SwitchboardClient<Topics extends TopicTypes = undefined> {
   ) {
     const { base, query } = parseServerUrl(url);
     this.base = base;
-    this.query = { ...query, ...options.query };
+    this.query = { ...(options.batch === false ? {} : { batch: "1" }), ...query, ...options.query };
     this.reconnect = options.reconnect === false ? false : { ...DEFAULTS, ...options.reconnect };
     this.maxQueued = options.maxQueuedPublishes ?? 1000;
     this.timeoutMs = positive("requestTimeoutMs", options.requestTimeoutMs, 10_000, true);
@@ -685,6 +690,11 @@ export class SwitchboardClient<Topics extends TopicTypes = undefined> {
   private onMessage(raw: unknown): void {
     this.lastFrameAt = performance.now();
     if (typeof raw !== "string") return; // the protocol is text only
+    // A batch: frames separated by "\n", which JSON never holds raw (batching servers only; harmless otherwise).
+    if (raw.includes("\n")) {
+      for (const line of raw.split("\n")) this.onMessage(line);
+      return;
+    }
     let frame: ServerFrame;
     try {
       frame = JSON.parse(raw) as ServerFrame; // not Eden's parser: data must arrive exactly as published

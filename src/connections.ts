@@ -75,12 +75,20 @@ export class Conn implements Beating {
   set bucket(bucket: Bucket | undefined) {
     (this.extras ??= {}).bucket = bucket;
   }
+  /** The client asked for batched delivery (`?batch=1`): its messages come through the hub's batch topics. */
+  get batch(): boolean {
+    return this.extras?.batch === true;
+  }
+  set batch(batch: boolean) {
+    (this.extras ??= {}).batch = batch;
+  }
 }
 
 interface ConnExtras {
   identity?: Identity;
   slot?: Slot;
   bucket?: Bucket;
+  batch?: boolean;
 }
 
 /** A place under the caps, taken at admission. */

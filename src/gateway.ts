@@ -40,6 +40,8 @@ type EchoSocket = Socket & { [ECHO_CONN]?: Conn };
 
 /** What the upgrade hook (src/auth/admission.ts) leaves in Elysia's context for `open` to pick up. */
 export interface Admitted {
+  /** The upgrade asked for batched delivery (`?batch=1`). */
+  batch?: boolean;
   /** The gateway whose admission let this socket in: sockets of the app's other `.ws()` routes have none. */
   gateway?: Gateway;
   route?: string;
@@ -82,7 +84,7 @@ export class Gateway {
   ) {
     this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
-    this.hub = new Hub(compressFromFor(config));
+    this.hub = new Hub(compressFromFor(config), config.MAX_PAYLOAD_BYTES);
     this.topics = new TopicPipeline(
       this.hub,
       broker,
@@ -339,8 +341,9 @@ export class Gateway {
       if (admitted.identity.expiresAtMs !== undefined) heartbeat.expireAt(conn, admitted.identity.expiresAtMs);
     }
     if (registry.rate.enabled && !conn.echo) conn.bucket = registry.rate.acquire(admitted.identity?.sub ?? `ip:${admitted.clientIp ?? "?"}`);
+    if (admitted.batch === true && !conn.echo) conn.batch = true;
     if (!conn.echo) {
-      this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.readDeadlineMs));
+      this.send(ws, encode.welcome(this.connectionId(conn), this.config.PING_INTERVAL_MS, this.readDeadlineMs, conn.batch));
     }
   }
 

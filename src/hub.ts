@@ -5,14 +5,29 @@
 import type { Server, ServerWebSocket } from "bun";
 import type { Recovery } from "./history/recovery.ts";
 
+/** Native topics of batching sockets: `$` is not a character of topic names, so none can collide. */
+const BATCH_PREFIX = "$batch:";
+
 export class Hub {
   private server: Server<unknown> | undefined;
   /** Local subscriptions per topic, pending or active: the broker's interest follows this count. */
   private readonly interest = new Map<string, number>();
   /** Subscriptions whose history is being read: live messages of their topic are buffered for them. */
   private readonly recoveries = new Map<string, Set<Recovery>>();
+  /**
+   * Batched delivery (`?batch=1`): topics some batching socket holds, with the native topic those sockets
+   * subscribe to instead of the topic itself. Empty (one size check per message) until a batching socket comes.
+   */
+  private readonly batched = new Map<string, string>();
+  /** Messages of batched topics delivered in this event-loop tick, published as one frame per topic at its end. */
+  private pending = new Map<string, string[]>();
+  private flushScheduled = false;
 
-  constructor(private readonly compressFrom: number) {}
+  /** `maxBatchBytes`: no batch frame is longer (MAX_PAYLOAD_BYTES); a message longer than it goes alone. */
+  constructor(
+    private readonly compressFrom: number,
+    private readonly maxBatchBytes = Infinity,
+  ) {}
 
   attach(server: Server<unknown>): void {
     this.server = server;
@@ -34,7 +49,61 @@ export class Hub {
   readonly deliver = (topic: string, frame: string, offset = 0, epoch?: string): void => {
     if (this.recoveries.size !== 0 && offset > 0) this.hold(topic, frame, offset, epoch);
     this.server?.publish(topic, frame, frame.length >= this.compressFrom);
+    if (this.batched.size !== 0 && this.batched.has(topic)) this.queue(topic, frame);
   };
+
+  /** A message for the batching subscribers of `topic`: sent with the others of this tick, at its end. */
+  private queue(topic: string, frame: string): void {
+    let frames = this.pending.get(topic);
+    if (frames === undefined) this.pending.set(topic, (frames = []));
+    frames.push(frame);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  /** End of the tick: every batched topic's messages, each topic's as one frame (or a few, past maxBatchBytes). */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const pending = this.pending;
+    this.pending = new Map();
+    for (const [topic, frames] of pending) this.publishBatch(topic, frames);
+  };
+
+  /**
+   * Publishes `frames` (one topic's, in order) to its batching subscribers: joined by "\n", each batch within
+   * maxBatchBytes. JSON never holds a raw newline, so a client splits on it. A topic nobody batches any more is
+   * forgotten here.
+   */
+  private publishBatch(topic: string, frames: readonly string[]): void {
+    const name = this.batched.get(topic);
+    const server = this.server;
+    if (name === undefined || server === undefined) return;
+    if (server.subscriberCount(name) === 0) {
+      this.batched.delete(topic);
+      return;
+    }
+    let batch = frames[0]!;
+    for (let i = 1; i < frames.length; i++) {
+      const frame = frames[i]!;
+      if (batch.length + 1 + frame.length > this.maxBatchBytes) {
+        server.publish(name, batch, batch.length >= this.compressFrom);
+        batch = frame;
+      } else {
+        batch += "\n" + frame;
+      }
+    }
+    server.publish(name, batch, batch.length >= this.compressFrom);
+  }
+
+  /** Sends what `topic` has pending now: before a batching socket joins or leaves it, so none gets another's. */
+  private flushTopic(topic: string): void {
+    const frames = this.pending.get(topic);
+    if (frames === undefined) return;
+    this.pending.delete(topic);
+    this.publishBatch(topic, frames);
+  }
 
   /** Hands a history message to the recoveries of `topic` in flight only (active subscribers have it). */
   hold(topic: string, frame: string, offset: number, epoch: string | undefined): void {
@@ -61,9 +130,12 @@ export class Hub {
     return count;
   }
 
-  /** Active local subscribers (Bun's native count): the deliveries one publish makes here. */
+  /** Active local subscribers (Bun's native count, batching ones included): the deliveries one publish makes here. */
   subscribers(topic: string): number {
-    return this.server?.subscriberCount(topic) ?? 0;
+    const server = this.server;
+    if (server === undefined) return 0;
+    const name = this.batched.size === 0 ? undefined : this.batched.get(topic);
+    return server.subscriberCount(topic) + (name === undefined ? 0 : server.subscriberCount(name));
   }
 
   /** One more local subscription of `topic` (the broker is asked for every one: it is idempotent). */
@@ -89,12 +161,22 @@ export class Hub {
     return this.interest.get(topic) ?? 0;
   }
 
-  /** Starts native delivery of `topic` to `ws` (the subscription is confirmed). */
-  activate(ws: ServerWebSocket<unknown>, topic: string): void {
-    ws.subscribe(topic);
+  /**
+   * Starts native delivery of `topic` to `ws` (the subscription is confirmed); `batch`: through the topic's batch
+   * topic. What is pending for the batch topic goes out first: it precedes this subscription.
+   */
+  activate(ws: ServerWebSocket<unknown>, topic: string, batch = false): void {
+    if (!batch) return void ws.subscribe(topic);
+    this.flushTopic(topic);
+    let name = this.batched.get(topic);
+    if (name === undefined) this.batched.set(topic, (name = `${BATCH_PREFIX}${topic}`));
+    ws.subscribe(name);
   }
 
-  deactivate(ws: ServerWebSocket<unknown>, topic: string): void {
-    ws.unsubscribe(topic);
+  /** Stops it; for a batching socket, after what is pending (sent before the subscription ended). */
+  deactivate(ws: ServerWebSocket<unknown>, topic: string, batch = false): void {
+    if (!batch) return void ws.unsubscribe(topic);
+    this.flushTopic(topic);
+    ws.unsubscribe(this.batched.get(topic) ?? `${BATCH_PREFIX}${topic}`);
   }
 }

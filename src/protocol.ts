@@ -211,6 +211,8 @@ export const WelcomeFrame = z.strictObject({
   type: z.literal("welcome"),
   connectionId: z.string(),
   heartbeat: z.strictObject({ intervalMs: z.number(), timeoutMs: z.number() }),
+  /** Present (true) when the upgrade asked for batched delivery (`?batch=1`): see the README's Batching. */
+  batch: z.literal(true).optional(),
 });
 /**
  * With history on, `epoch`/`offset` give the topic's position when the subscription started (the last offset
@@ -309,8 +311,8 @@ export const dataOfStored = (topic: string, frame: string): string =>
   frame.slice(`{"type":"message","topic":"${topic}","data":`.length, frame.lastIndexOf(OFFSET_KEY));
 
 export const encode = {
-  welcome: (connectionId: string, intervalMs: number, timeoutMs: number): string =>
-    `{"type":"welcome","connectionId":${JSON.stringify(connectionId)},"heartbeat":{"intervalMs":${intervalMs},"timeoutMs":${timeoutMs}}}`,
+  welcome: (connectionId: string, intervalMs: number, timeoutMs: number, batch = false): string =>
+    `{"type":"welcome","connectionId":${JSON.stringify(connectionId)},"heartbeat":{"intervalMs":${intervalMs},"timeoutMs":${timeoutMs}}${batch ? `,"batch":true` : ""}}`,
   /** `at`: the topic's position with history on; `recovered`: only in reply to a subscribe with `since`. */
   subscribed: (topic: string, frameId?: FrameId, at?: Position, recovered?: boolean): string =>
     withId(

@@ -199,7 +199,7 @@ describe("token()", () => {
       await until(() => client.state === "closed", 3000, "refusal");
       const url = seen[0]!;
       expect(url.pathname).toBe("/connect");
-      expect(Object.fromEntries(url.searchParams)).toEqual({ room: "a b&c", token: "t.o.k" });
+      expect(Object.fromEntries(url.searchParams)).toEqual({ batch: "1", room: "a b&c", token: "t.o.k" }); // batch: asked by default
       expect(events.error.map((e) => e.error)).toEqual([new HandshakeError(403, "no")]);
     } finally {
       raw.stop(true);

@@ -48,6 +48,11 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
     if (headers.get("sec-websocket-version") !== "13" || !/^[A-Za-z0-9+/]{22}==$/.test(headers.get("sec-websocket-key") ?? "")) {
       refuse("bad_handshake", 400, BAD_HANDSHAKE);
     }
+    if (route === Route.connect) {
+      const batch = batchOf(context.request.url);
+      if (batch === undefined) refuse("bad_query", 400, "batch must be 0 or 1");
+      admitted.batch = batch;
+    }
     const ip = context.server?.requestIP(context.request)?.address;
     admitted.clientIp = ip;
     const slot = gateway.registry.reserve(ip);
@@ -66,6 +71,14 @@ export function createAdmission(config: Config, gateway: Gateway, log: Logger) {
       refuse("unauthorized", 401, error.reason);
     }
   };
+}
+
+/** `?batch=1` asks for batched delivery, `0` or nothing for one frame per message; undefined for anything else. */
+function batchOf(url: string): boolean | undefined {
+  const query = url.indexOf("?");
+  if (query < 0) return false;
+  const value = new URLSearchParams(url.slice(query + 1)).get("batch");
+  return value === null || value === "0" ? false : value === "1" ? true : undefined;
 }
 
 export const NOT_ATTACHED = "switchboard is not attached to the listening server: app.use(switchboard(...)) on the app that listens, before listen()";

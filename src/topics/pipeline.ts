@@ -358,7 +358,7 @@ export class TopicPipeline {
 
   /** An active subscription ends here: native delivery of the topic (and its join/leave) stops, then `leave`. */
   private withdraw(conn: Conn, topic: string): void {
-    this.hub.deactivate(conn.ws, topic);
+    this.hub.deactivate(conn.ws, topic, conn.batch);
     this.hub.deactivate(conn.ws, presenceTopic(topic));
     this.absent(conn, topic);
   }
@@ -554,12 +554,12 @@ export class TopicPipeline {
     conn.topics!.set(topic, null);
     for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
     if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
-    if (this.options.rules.of(topic)?.presence === false) return this.hub.activate(conn.ws, topic); // no entry, no join
+    if (this.options.rules.of(topic)?.presence === false) return this.hub.activate(conn.ws, topic, conn.batch); // no entry, no join
     // The join goes out before this socket hears join/leave of the topic: members learn of it, it does not.
     const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
     if (pending.info !== undefined) entry.info = pending.info;
     const added = this.options.presence.add(topic, entry);
-    this.hub.activate(conn.ws, topic);
+    this.hub.activate(conn.ws, topic, conn.batch);
     if (!(added instanceof Promise)) {
       if (added) this.announce(topic, encode.join(topic, entry));
       if (pending.presence === true) this.hub.activate(conn.ws, presenceTopic(topic));
