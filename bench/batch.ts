@@ -1,0 +1,97 @@
+// Batched delivery (issue 14): fan-out x1,000 with a publisher sending bursts of B publishes in one TCP write (so
+// the server reads them in one event-loop tick), raw Bun's per-frame floor vs switchboard per frame vs switchboard
+// with `?batch=1` subscribers, interleaved rounds. Reports messages delivered per second (acked publishes x
+// subscribers; 10 sampling subscribers' message counts are checked at the end, and none may be dropped: 0 lost) and the server's CPU per message.
+// Run: bun bench/batch.ts [--quick] [--burst=10].
+import { clientFrame, cpuMicros, LoadConn, median, spawnServer, type ServerProcess } from "./lib.ts";
+
+const quick = process.argv.includes("--quick");
+const BURST = Number(process.argv.find((a) => a.startsWith("--burst="))?.slice(8) ?? 10);
+const ROUNDS = quick ? 1 : 3;
+const SECONDS = quick ? 2 : 4;
+const SUBSCRIBERS = 1000;
+const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
+type Kind = "raw" | "per-frame" | "batch";
+
+async function server(kind: Kind): Promise<ServerProcess> {
+  const cmd = kind === "raw" ? ["bun", "bench/baselines/raw-publish.ts"] : ["bun", "bench/servers/switchboard.ts"];
+  // History off: the raw floor has none, and a batch then carries the same frames as the per-frame runs.
+  return spawnServer(cmd, { HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", HISTORY_SIZE: "0" }, navigator.hardwareConcurrency > 1 ? 0 : null);
+}
+
+async function run(kind: Kind): Promise<{ messagesPerSec: number; cpuUsPerMessage: number; lost: number }> {
+  const s = await server(kind);
+  try {
+    const path = kind === "batch" ? "/connect?batch=1" : "/connect";
+    const subs = Array.from({ length: SUBSCRIBERS }, () => new LoadConn(s.port, path));
+    for (let i = 0; i < subs.length; i += 500) await Promise.all(subs.slice(i, i + 500).map((c) => c.open()));
+    // Messages a sampling subscriber received: one per frame, or one per line of a batch frame. The others only
+    // count frames (decoding every payload would make the generator the bottleneck); a dropped one is a loss.
+    const counts = new Map<LoadConn, number>();
+    const decoder = new TextDecoder();
+    for (const [i, c] of subs.entries()) {
+      c.answerPings = true;
+      c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: "bench" })));
+      if (i >= 10) continue;
+      counts.set(c, 0);
+      c.capture = (payload) => {
+        const text = decoder.decode(payload);
+        if (!text.includes('"type":"message"')) return;
+        let lines = 1;
+        for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) lines++;
+        counts.set(c, counts.get(c)! + lines);
+      };
+    }
+    const before = kind === "raw" ? 1 : 2; // (welcome +) subscribed
+    while (subs.some((c) => c.frames < before)) await Bun.sleep(10);
+    const burst = Buffer.concat(Array.from({ length: BURST }, () => clientFrame(`{"type":"publish","topic":"bench","data":{"price":101.25},"id":1}`)));
+    let acked = 0;
+    let publishing = true;
+    let outstanding = 0;
+    // Two bursts in flight: a new one once a burst's acks are in.
+    const pub = new LoadConn(s.port, "/connect", (c, n) => {
+      acked += n;
+      outstanding -= n;
+      while (publishing && outstanding <= BURST) {
+        c.write(burst);
+        outstanding += BURST;
+      }
+    });
+    await pub.open();
+    if (kind !== "raw") while (pub.frames < 1) await Bun.sleep(5);
+    acked = 0;
+    pub.write(burst);
+    pub.write(burst);
+    outstanding = 2 * BURST;
+    await Bun.sleep(1500); // warm-up
+    const [a0, c0, t0] = [acked, await cpuMicros(s.pid), performance.now()];
+    await Bun.sleep(SECONDS * 1000);
+    const [a1, c1, t1] = [acked, await cpuMicros(s.pid), performance.now()];
+    publishing = false;
+    const until = performance.now() + 10_000;
+    while ((outstanding > 0 || [...counts.values()].some((n) => n < acked)) && performance.now() < until) await Bun.sleep(20);
+    const lost = [...counts.values()].reduce((sum, n) => sum + Math.max(0, acked - n), 0) + subs.filter((c) => c.closed).length;
+    for (const c of [...subs, pub]) c.close();
+    const messages = (a1 - a0) * SUBSCRIBERS;
+    return { messagesPerSec: (messages * 1000) / (t1 - t0), cpuUsPerMessage: (c1 - c0) / messages, lost };
+  } finally {
+    await s.kill();
+  }
+}
+
+const kinds: Kind[] = ["raw", "per-frame", "batch"];
+const results: Record<Kind, { messagesPerSec: number; cpuUsPerMessage: number; lost: number }[]> = { raw: [], "per-frame": [], batch: [] };
+for (let round = 0; round < ROUNDS; round++) {
+  for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+    results[kind].push(await run(kind));
+    console.error(`round ${round + 1}/${ROUNDS} ${kind}: ${fmt(results[kind].at(-1)!.messagesPerSec)} messages/s`);
+  }
+}
+const raw = median(results.raw.map((r) => r.messagesPerSec));
+console.log(`\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, bun ${Bun.version}, fan-out x${fmt(SUBSCRIBERS)}, bursts of ${BURST} publishes per tick, ${ROUNDS} rounds x ${SECONDS} s\n`);
+console.log("| server | messages delivered/s | vs raw per-frame floor | server CPU us/message | lost |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const kind of kinds) {
+  const rate = median(results[kind].map((r) => r.messagesPerSec));
+  console.log(`| ${kind === "raw" ? "raw Bun, a frame per message" : kind === "batch" ? "switchboard, ?batch=1" : "switchboard, a frame per message"} | ${fmt(rate)} | ${fmt(rate / raw, 2)}x | ${fmt(median(results[kind].map((r) => r.cpuUsPerMessage)), 3)} | ${results[kind].reduce((n, r) => n + r.lost, 0)} |`);
+}
