@@ -117,6 +117,7 @@ export class Gateway {
       },
       expire: (conn) => {
         this.metrics.tokenExpiries++;
+        this.hub.flushNow(); // what was published before the close reaches batching clients too
         conn.ws.close(Close.tokenExpired.code, Close.tokenExpired.reason);
       },
       failed: (conn, error) => this.fail(conn, error, "heartbeat"),
@@ -180,6 +181,7 @@ export class Gateway {
     // A copy: closing a connection removes it from the user's set.
     const targets = command.user !== undefined ? [...this.registry.ofUser(command.user)] : this.withConnectionId(command.connectionId!);
     let acted = 0;
+    if (command.type === "disconnect") this.hub.flushNow(); // what was published before the kick is delivered first
     for (const conn of targets) {
       if (conn.closed || conn.echo) continue;
       if (command.type === "disconnect") {
@@ -214,6 +216,7 @@ export class Gateway {
   /** Closes every socket with 1001; close handlers run synchronously, so the set empties as we go. */
   drain(): void {
     this.draining = true;
+    this.hub.flushNow();
     for (const conn of [...this.registry.open]) conn.ws.close(Close.shuttingDown.code, Close.shuttingDown.reason);
   }
 
@@ -392,6 +395,7 @@ export class Gateway {
     this.metrics.rateLimited++;
     if (verdict === "close") {
       this.log.info("rate_limit_close", { connectionId: this.connectionId(conn) });
+      this.hub.flushNow();
       ws.close(Close.rateLimit.code, Close.rateLimit.reason);
     } else {
       this.reject(ws, "rate_limited", `over ${this.registry.rate.perSecond} messages per second: slow down`, cheapIdOf(raw));

@@ -85,16 +85,31 @@ export class Hub {
       return;
     }
     let batch = frames[0]!;
-    for (let i = 1; i < frames.length; i++) {
-      const frame = frames[i]!;
-      if (batch.length + 1 + frame.length > this.maxBatchBytes) {
-        server.publish(name, batch, batch.length >= this.compressFrom);
-        batch = frame;
-      } else {
-        batch += "\n" + frame;
+    if (frames.length > 1) {
+      // The bound is in bytes of UTF-8 (JSON keeps non-ASCII text as is), counted only when there is a batch.
+      let bytes = Buffer.byteLength(batch);
+      for (let i = 1; i < frames.length; i++) {
+        const frame = frames[i]!;
+        const size = Buffer.byteLength(frame);
+        if (bytes + 1 + size > this.maxBatchBytes) {
+          server.publish(name, batch, batch.length >= this.compressFrom);
+          batch = frame;
+          bytes = size;
+        } else {
+          batch += "\n" + frame;
+          bytes += 1 + size;
+        }
       }
     }
     server.publish(name, batch, batch.length >= this.compressFrom);
+  }
+
+  /**
+   * Sends every pending batch now: before the server closes sockets (a kick, the drain, an expired token), whose
+   * batching clients must get what was published before, as the others do.
+   */
+  flushNow(): void {
+    if (this.flushScheduled) this.flush();
   }
 
   /** Sends what `topic` has pending now: before a batching socket joins or leaves it, so none gets another's. */
