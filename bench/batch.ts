@@ -2,8 +2,9 @@
 // the server reads them in one event-loop tick), raw Bun's per-frame floor vs switchboard per frame vs switchboard
 // with `?batch=1` subscribers, interleaved rounds. Reports messages delivered per second (acked publishes x
 // subscribers; 10 sampling subscribers' message counts are checked at the end, and none may be dropped: 0 lost) and the server's CPU per message.
+// Also the memory an idle connection costs with and without `?batch=1` (the flag lives in the Conn's extras).
 // Run: bun bench/batch.ts [--quick] [--burst=10].
-import { clientFrame, cpuMicros, LoadConn, median, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const BURST = Number(process.argv.find((a) => a.startsWith("--burst="))?.slice(8) ?? 10);
@@ -95,3 +96,28 @@ for (const kind of kinds) {
   const rate = median(results[kind].map((r) => r.messagesPerSec));
   console.log(`| ${kind === "raw" ? "raw Bun, a frame per message" : kind === "batch" ? "switchboard, ?batch=1" : "switchboard, a frame per message"} | ${fmt(rate)} | ${fmt(rate / raw, 2)}x | ${fmt(median(results[kind].map((r) => r.cpuUsPerMessage)), 3)} | ${results[kind].reduce((n, r) => n + r.lost, 0)} |`);
 }
+
+// Idle memory per connection, with and without ?batch=1 (5,000 connections each, one server each).
+async function idle(batch: boolean): Promise<{ rss: number; heap: number }> {
+  const s = await server("per-frame");
+  try {
+    await Bun.sleep(500);
+    const [heap0, rss0] = [await s.heap(), await rssBytes(s.pid)];
+    const conns = Array.from({ length: 5000 }, () => new LoadConn(s.port, batch ? "/connect?batch=1" : "/connect"));
+    for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
+    for (const c of conns) c.answerPings = true;
+    while (conns.some((c) => c.frames < 1)) await Bun.sleep(10);
+    await Bun.sleep(1000);
+    const [heap1, rss1] = [await s.heap(), await rssBytes(s.pid)];
+    for (const c of conns) c.close();
+    return { rss: (rss1 - rss0) / conns.length, heap: (heap1.heapSize - heap0.heapSize) / conns.length };
+  } finally {
+    await s.kill();
+  }
+}
+const plainIdle = await idle(false);
+const batchIdle = await idle(true);
+console.log("\n| idle /connect connection (5,000) | server RSS bytes | JS heap bytes |");
+console.log("| --- | --- | --- |");
+console.log(`| without batch | ${fmt(plainIdle.rss)} | ${fmt(plainIdle.heap)} |`);
+console.log(`| ?batch=1 | ${fmt(batchIdle.rss)} | ${fmt(batchIdle.heap)} |`);
