@@ -232,7 +232,10 @@ export class Gateway {
       connectionId: conn ? this.connectionId(conn) : undefined,
       ...errorFields(error),
     });
-    if (conn !== undefined && !conn.closed) conn.ws.close(Close.internalError.code, Close.internalError.reason);
+    if (conn !== undefined && !conn.closed) {
+      this.hub.flushNow();
+      conn.ws.close(Close.internalError.code, Close.internalError.reason);
+    }
   }
 
   private handlers(): WebSocketHandler<Conn> {

@@ -138,6 +138,11 @@ export class Hub {
     if (waiting?.delete(recovery) && waiting.size === 0) this.recoveries.delete(topic);
   }
 
+  /** Topics with a batch topic (for tests: none may be left behind once nobody holds them). */
+  get batchedTopics(): number {
+    return this.batched.size;
+  }
+
   /** Recoveries in flight (for tests: none may be left behind). */
   get recovering(): number {
     let count = 0;
@@ -161,9 +166,15 @@ export class Hub {
   /** One fewer; true when it was the last (the broker may stop listening). */
   leave(topic: string): boolean {
     const count = (this.interest.get(topic) ?? 1) - 1;
-    if (count > 0) this.interest.set(topic, count);
-    else this.interest.delete(topic);
-    return count <= 0;
+    if (count > 0) {
+      this.interest.set(topic, count);
+      return false;
+    }
+    this.interest.delete(topic);
+    // Nobody here holds it any more: its batch topic and what was pending for it go (a quiet topic would
+    // otherwise keep its entry forever, and the size check in deliver would never be free again).
+    if (this.batched.size !== 0 && this.batched.delete(topic)) this.pending.delete(topic);
+    return true;
   }
 
   /** Local subscriptions per topic, pending ones included (read-only: the cluster view lists them). */

@@ -798,3 +798,25 @@ describe("server-side closes", () => {
     });
   }
 });
+
+describe("the hub forgets batch topics nobody holds", () => {
+  // The first version removed a topic's batch topic only when the topic got another message: quiet per-user or
+  // per-room topics piled up forever, and every message then paid a map lookup.
+  test("after unsubscribes and closes, no batch topic is left, and a topic batched again works", async () => {
+    const server = serve();
+    const a = await open(server, "?batch=1");
+    const b = await open(server, "?batch=1");
+    for (let i = 0; i < 50; i++) await subscribe(a.c, `quiet.${i}`);
+    for (let i = 0; i < 50; i++) await subscribe(b.c, `other.${i}`);
+    expect(server.gateway.hub.batchedTopics).toBe(100);
+    for (let i = 0; i < 50; i++) expect(await a.c.request({ type: "unsubscribe", topic: `quiet.${i}`, id: i })).toEqual({ type: "unsubscribed", topic: `quiet.${i}`, id: i });
+    expect(server.gateway.hub.batchedTopics).toBe(50);
+    b.c.close();
+    await until(() => server.gateway.connections.size === 1, 3000, "b's close");
+    expect(server.gateway.hub.batchedTopics).toBe(0);
+    // Batched again from scratch: one frame for a tick's burst, as before.
+    await subscribe(a.c, "quiet.0", 0);
+    for (let n = 1; n <= 3; n++) server.topics.publish("quiet.0", n);
+    expect((await a.c.text()).split("\n").map((line) => (JSON.parse(line) as { data: number }).data)).toEqual([1, 2, 3]);
+  });
+});
