@@ -106,6 +106,11 @@ export const ConfigSchema = z.object({
     .transform((s) => (s === "auto" ? navigator.hardwareConcurrency : Number(s)))
     .pipe(z.number().int().min(1, "must be at least 1").max(256, "must be at most 256"))
     .default(1),
+  /**
+   * Batched delivery: how long a batch may wait for more messages of its topic. 0 sends it at the end of the
+   * event-loop tick (no added latency); more trades that much latency for bigger batches (fewer frames).
+   */
+  BATCH_MAX_DELAY_MS: integer(0, 0, 1000),
   /** Serve the web console at /console (it reads the HTTP API with API_KEY). `false`: 404, nothing built. */
   CONSOLE: boolean(true),
   /** Bearer key of the HTTP API (POST /publish, /api/*); unset disables it (403). */

@@ -84,7 +84,7 @@ export class Gateway {
   ) {
     this.readDeadlineMs = config.PING_INTERVAL_MS + config.PING_WAIT_MS;
     this.registry = new ConnectionRegistry(config, clock);
-    this.hub = new Hub(compressFromFor(config), config.MAX_PAYLOAD_BYTES);
+    this.hub = new Hub(compressFromFor(config), config.MAX_PAYLOAD_BYTES, config.BATCH_MAX_DELAY_MS);
     this.topics = new TopicPipeline(
       this.hub,
       broker,

@@ -23,10 +23,14 @@ export class Hub {
   private pending = new Map<string, string[]>();
   private flushScheduled = false;
 
-  /** `maxBatchBytes`: no batch frame is longer (MAX_PAYLOAD_BYTES); a message longer than it goes alone. */
+  /**
+   * `maxBatchBytes`: no batch frame is longer (MAX_PAYLOAD_BYTES); a message longer than it goes alone.
+   * `batchDelayMs`: how long a batch may wait for more (BATCH_MAX_DELAY_MS; 0: the end of the tick).
+   */
   constructor(
     private readonly compressFrom: number,
     private readonly maxBatchBytes = Infinity,
+    private readonly batchDelayMs = 0,
   ) {}
 
   attach(server: Server<unknown>): void {
@@ -59,7 +63,8 @@ export class Hub {
     frames.push(frame);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flush);
+      if (this.batchDelayMs === 0) setImmediate(this.flush);
+      else setTimeout(this.flush, this.batchDelayMs);
     }
   }
 
@@ -109,7 +114,7 @@ export class Hub {
    * batching clients must get what was published before, as the others do.
    */
   flushNow(): void {
-    if (this.flushScheduled) this.flush();
+    if (this.flushScheduled) this.flush(); // a timer still set finds nothing pending (or a later batch)
   }
 
   /** Sends what `topic` has pending now: before a batching socket joins or leaves it, so none gets another's. */

@@ -820,3 +820,39 @@ describe("the hub forgets batch topics nobody holds", () => {
     expect((await a.c.text()).split("\n").map((line) => (JSON.parse(line) as { data: number }).data)).toEqual([1, 2, 3]);
   });
 });
+
+describe("BATCH_MAX_DELAY_MS", () => {
+  // Two publishes in two event-loop ticks (a setImmediate between them): two frames at the default (0: the end of
+  // each tick), one frame when a batch may wait for more.
+  const twoTicks = async (server: TestServer) => {
+    server.topics.publish("slow", 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    server.topics.publish("slow", 2);
+  };
+  const data = (frame: string) => frame.split("\n").map((line) => (JSON.parse(line) as { data: number }).data);
+
+  test("0 (the default): a batch per tick", async () => {
+    const server = serve();
+    const { c } = await open(server, "?batch=1");
+    await subscribe(c, "slow");
+    await twoTicks(server);
+    expect(data(await c.text())).toEqual([1]);
+    expect(data(await c.text())).toEqual([2]);
+  });
+
+  test("200: messages of several ticks in one frame, in order; a non-batching subscriber is not delayed", async () => {
+    const server = serve({ BATCH_MAX_DELAY_MS: 200 });
+    const { c } = await open(server, "?batch=1");
+    const plain = await open(server);
+    await subscribe(c, "slow");
+    await subscribe(plain.c, "slow");
+    await twoTicks(server);
+    expect(await readFrames(plain.c, 2)).toEqual([1, 2].map((n) => `{"type":"message","topic":"slow","data":${n},"offset":${n}}`));
+    expect(data(await c.text())).toEqual([1, 2]);
+    // A server close sends what waits at once, whatever the delay.
+    server.topics.publish("slow", 3);
+    server.gateway.drain();
+    expect(data(await c.text())).toEqual([3]);
+  });
+});

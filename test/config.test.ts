@@ -42,6 +42,7 @@ describe("loadConfig", () => {
       AUTH_REQUIRE_EXP: true,
       TOPICS_STRICT: false,
       CONSOLE: true,
+      BATCH_MAX_DELAY_MS: 0,
       REUSE_PORT: false,
     });
   });
