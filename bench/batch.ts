@@ -4,7 +4,7 @@
 // subscribers; 10 sampling subscribers' message counts are checked at the end, and none may be dropped: 0 lost) and the server's CPU per message.
 // Also the memory an idle connection costs with and without `?batch=1` (the flag lives in the Conn's extras).
 // Run: bun bench/batch.ts [--quick] [--burst=10].
-import { clientFrame, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, connectAll, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const BURST = Number(process.argv.find((a) => a.startsWith("--burst="))?.slice(8) ?? 10);
@@ -24,14 +24,12 @@ async function run(kind: Kind): Promise<{ messagesPerSec: number; cpuUsPerMessag
   const s = await server(kind);
   try {
     const path = kind === "batch" ? "/connect?batch=1" : "/connect";
-    const subs = Array.from({ length: SUBSCRIBERS }, () => new LoadConn(s.port, path));
-    for (let i = 0; i < subs.length; i += 500) await Promise.all(subs.slice(i, i + 500).map((c) => c.open()));
+    const subs = await connectAll(s.port, SUBSCRIBERS, path);
     // Messages a sampling subscriber received: one per frame, or one per line of a batch frame. The others only
     // count frames (decoding every payload would make the generator the bottleneck); a dropped one is a loss.
     const counts = new Map<LoadConn, number>();
     const decoder = new TextDecoder();
     for (const [i, c] of subs.entries()) {
-      c.answerPings = true;
       c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: "bench" })));
       if (i >= 10) continue;
       counts.set(c, 0);
@@ -103,9 +101,7 @@ async function idle(batch: boolean): Promise<{ rss: number; heap: number }> {
   try {
     await Bun.sleep(500);
     const [heap0, rss0] = [await s.heap(), await rssBytes(s.pid)];
-    const conns = Array.from({ length: 5000 }, () => new LoadConn(s.port, batch ? "/connect?batch=1" : "/connect"));
-    for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
-    for (const c of conns) c.answerPings = true;
+    const conns = await connectAll(s.port, 5000, batch ? "/connect?batch=1" : "/connect");
     while (conns.some((c) => c.frames < 1)) await Bun.sleep(10);
     await Bun.sleep(1000);
     const [heap1, rss1] = [await s.heap(), await rssBytes(s.pid)];

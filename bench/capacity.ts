@@ -4,45 +4,15 @@
 //   2. Redis per operation, on a node with REDIS_URL: commands and Redis CPU per publish (history on and off),
 //      per subscribe + unsubscribe, and per presence refresh of one topic.
 // CPU per message and per delivery come from `bun run bench` (bench/RESULTS.md). Run: bun bench/capacity.ts.
-import { RedisClient } from "bun";
-import { clientFrame, cpuMicros, LoadConn, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, connectAll, cpuMicros, LoadConn, redisCommands, rssBytes, spawnServer, startRedis, waitReady, type ServerProcess } from "./lib.ts";
 
 const CONNS = 2000;
 const PER_CONN = 10;
 const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
 const pinned = navigator.hardwareConcurrency > 1 ? 0 : null;
 
-async function startRedis(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
-  const url = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const c = new RedisClient(url);
-      await c.connect();
-      c.close();
-      break;
-    } catch {
-      await Bun.sleep(20);
-    }
-  }
-  return { url, pid: proc.pid, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
-}
-
-async function redisCommands(url: string): Promise<number> {
-  const c = new RedisClient(url);
-  await c.connect();
-  const info = String(await c.send("INFO", ["stats"]));
-  c.close();
-  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
-}
-
 async function open(port: number, count: number): Promise<LoadConn[]> {
-  const conns = Array.from({ length: count }, () => new LoadConn(port, "/connect"));
-  for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
-  for (const c of conns) c.answerPings = true;
+  const conns = await connectAll(port, count);
   while (conns.some((c) => c.frames < 1)) await Bun.sleep(10); // welcome
   return conns;
 }
@@ -85,7 +55,7 @@ async function redisCosts(): Promise<Record<string, RedisCost>> {
       pinned,
     );
     try {
-      for (let i = 0; i < 200 && (await fetch(`http://127.0.0.1:${server.port}/readyz`).then((r) => r.status, () => 0)) !== 200; i++) await Bun.sleep(20);
+      await waitReady(server.port);
       const measure = async (what: string, count: number, run: () => Promise<void>) => {
         const [k0, c0] = [await redisCommands(redis.url), await cpuMicros(redis.pid)];
         await run();

@@ -5,7 +5,7 @@
 //   workers: /echo throughput with WORKERS=1 vs WORKERS=2 (REDIS_URL set for both).
 // Run: bun bench/cluster.ts [--quick]. On 2 cores nothing can be pinned apart here (two nodes + Redis +
 // load), so every process is reported with its own CPU use; read the figures as relative, not absolute.
-import { clientFrame, cpuMicros, LoadConn, median, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, cpuMicros, LoadConn, median, spawnServer, startRedis, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const ROUNDS = quick ? 1 : 3;
@@ -13,17 +13,6 @@ const SECONDS = quick ? 2 : 3;
 const SUBSCRIBERS = 500;
 const LATENCY_RATE = 500; // publishes per second in the latency phase
 const BASE_ENV = { HOST: "127.0.0.1", LOG_LEVEL: "warn" };
-
-async function startRedis(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdout: "ignore",
-  });
-  await Bun.sleep(300);
-  return { url: `redis://127.0.0.1:${port}`, pid: proc.pid, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
-}
 
 const node = (env: Record<string, string>) => spawnServer(["bun", "src/index.ts"], { ...BASE_ENV, PORT: "0", ...env }, null);
 

@@ -2,58 +2,19 @@
 // second as it does, against a node holding 10,000 topics (20 connections x 500) and a topic of 1,000 members.
 // Reports server CPU per poll round (measured over many rounds, idle CPU subtracted) and, with Redis, the Redis
 // commands one round sends. Run: bun bench/console.ts [--quick]. Figures are relative: 2 shared cores.
-import { RedisClient } from "bun";
-import { clientFrame, cpuMicros, LoadConn, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, connectAll, cpuMicros, LoadConn, redisCommands, spawnServer, startRedis, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const ROUNDS = quick ? 30 : 200;
 const KEY = "console-bench-key-0123";
 const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
 
-async function startRedis(): Promise<{ url: string; stop(): Promise<void> }> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
-  const url = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const c = new RedisClient(url);
-      await c.connect();
-      c.close();
-      break;
-    } catch {
-      await Bun.sleep(20);
-    }
-  }
-  return { url, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
-}
-
-async function redisCommands(url: string): Promise<number> {
-  const c = new RedisClient(url);
-  await c.connect();
-  const info = String(await c.send("INFO", ["stats"]));
-  c.close();
-  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
-}
-
 async function load(port: number): Promise<LoadConn[]> {
-  const conns: LoadConn[] = [];
-  for (let i = 0; i < 20; i++) {
-    const c = new LoadConn(port, "/connect");
-    await c.open();
-    c.answerPings = true;
-    for (let k = 0; k < 500; k++) c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: `room.${i}.${k}` })));
-    conns.push(c);
-  }
+  const conns = await connectAll(port, 20);
+  for (const [i, c] of conns.entries()) for (let k = 0; k < 500; k++) c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: `room.${i}.${k}` })));
   // 1,000 members of one topic (one subscription each).
-  const members = await Promise.all(Array.from({ length: 1000 }, async (_, i) => {
-    const c = new LoadConn(port, "/connect");
-    await c.open();
-    c.answerPings = true;
-    c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: "big", info: { name: `member-${i}` } })));
-    return c;
-  }));
+  const members = await connectAll(port, 1000);
+  for (const [i, c] of members.entries()) c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: "big", info: { name: `member-${i}` } })));
   while (conns.some((c) => c.frames < 501) || members.some((c) => c.frames < 2)) await Bun.sleep(20);
   return [...conns, ...members];
 }

@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: spawning a pinned server process, reading its CPU time and RSS from /proc,
-// and a raw-TCP WebSocket load client that pipelines pre-masked frames and counts replies without parsing JSON.
-import type { Socket } from "bun";
+// a raw-TCP WebSocket load client that pipelines pre-masked frames and counts replies without parsing JSON, and a
+// bench-owned redis-server.
+import { RedisClient, type Socket } from "bun";
 import { heapStats } from "bun:jsc";
 
 export const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat times are in these ticks
@@ -226,4 +227,55 @@ export class LoadConn {
   close(): void {
     this.socket.end();
   }
+}
+
+/** Opens `count` load connections to `path` (500 at a time), answering the server's pings. */
+export async function connectAll(port: number, count: number, path = "/connect"): Promise<LoadConn[]> {
+  const conns = Array.from({ length: count }, () => new LoadConn(port, path));
+  for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
+  for (const c of conns) c.answerPings = true;
+  return conns;
+}
+
+/** Waits (at most 10 s) until the server at `port` answers /readyz with 200: with Redis, its broker is up. */
+export async function waitReady(port: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if ((await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0)) === 200) return;
+    await Bun.sleep(20);
+  }
+}
+
+export interface BenchRedis {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** A redis-server of the bench's own on a free port, without persistence; resolves once it accepts a connection. */
+export async function startRedis(): Promise<BenchRedis> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
+  const url = `redis://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const c = new RedisClient(url);
+      await c.connect();
+      c.close();
+      break;
+    } catch {
+      await Bun.sleep(20);
+    }
+  }
+  return { url, pid: proc.pid, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
+}
+
+/** Commands Redis has run so far (`total_commands_processed`, the commands of scripts included); costs one INFO. */
+export async function redisCommands(url: string): Promise<number> {
+  const c = new RedisClient(url);
+  await c.connect();
+  const info = String(await c.send("INFO", ["stats"]));
+  c.close();
+  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
 }

@@ -5,58 +5,20 @@
 //   3. fan-out x1,000 (presence:true subscribers) with and without a churner subscribing/unsubscribing 50 times a
 //      second (each a join and a leave to 1,000 watchers): publishes acked per second (x1,000 = deliveries).
 // Run: bun bench/presence.ts [--quick]. Machine figures are relative: 2 shared cores, nothing pinned.
-import { RedisClient } from "bun";
-import { clientFrame, cpuMicros, LoadConn, median, spawnServer, type ServerProcess } from "./lib.ts";
+import { clientFrame, connectAll, cpuMicros, LoadConn, median, redisCommands, spawnServer, startRedis, waitReady, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const ROUNDS = quick ? 1 : 2;
 const BASE_ENV = { HOST: "127.0.0.1", LOG_LEVEL: "warn" };
 const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
 
-async function startRedis(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  const proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore" });
-  const url = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const c = new RedisClient(url);
-      await c.connect();
-      c.close();
-      break;
-    } catch {
-      await Bun.sleep(20);
-    }
-  }
-  return { url, pid: proc.pid, stop: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
-}
-
 async function node(env: Record<string, string>): Promise<ServerProcess> {
   const server = await spawnServer(["bun", "src/index.ts"], { ...BASE_ENV, PORT: "0", ...env }, null);
-  for (let i = 0; i < 500; i++) {
-    if ((await fetch(`http://127.0.0.1:${server.port}/readyz`).then((r) => r.status, () => 0)) === 200) break;
-    await Bun.sleep(20);
-  }
+  await waitReady(server.port);
   return server;
 }
 
 const subscribe = (topic: string, presence = false) => clientFrame(JSON.stringify({ type: "subscribe", topic, ...(presence ? { presence: true } : {}) }));
-
-async function connectAll(port: number, count: number): Promise<LoadConn[]> {
-  const conns = Array.from({ length: count }, () => new LoadConn(port, "/connect"));
-  for (let i = 0; i < conns.length; i += 500) await Promise.all(conns.slice(i, i + 500).map((c) => c.open()));
-  for (const c of conns) c.answerPings = true;
-  return conns;
-}
-
-async function redisCommands(url: string): Promise<number> {
-  const c = new RedisClient(url);
-  await c.connect();
-  const info = String(await c.send("INFO", ["stats"]));
-  c.close();
-  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
-}
 
 // 1. Refresh cost.
 async function refreshCost(): Promise<Record<string, number>> {
