@@ -26,6 +26,8 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => document.getEl
 type NodeView = NodeRecord & { self?: boolean };
 
 type View = "nodes" | "topics" | "topic" | "publish";
+/** The tables with a pager: `<id>-prev`, `<id>-page`, `<id>-next`. */
+type Paged = "topics" | "presence";
 
 const state = {
   key: sessionStorage.getItem(KEY_STORE),
@@ -36,9 +38,9 @@ const state = {
   /** The filter holds characters no topic has: nothing is asked. */
   invalidPrefix: false,
   topicSort: { by: "local" as "topic" | "local" | "cluster", descending: true },
-  topicsPage: 0,
   presence: [] as PresenceClient[],
-  presencePage: 0,
+  /** The page each paged table shows (clamped when it is drawn). */
+  pages: { topics: 0, presence: 0 } as Record<Paged, number>,
   /** Nodes seen since the page loaded, with whether the last poll listed them. */
   nodes: new Map<string, { node: NodeView; up: boolean }>(),
   series: { time: [] as number[], connections: [] as number[], msgsIn: [] as number[], msgsOut: [] as number[] },
@@ -106,6 +108,19 @@ function fill(td: HTMLTableCellElement, text: string, className?: string): void 
  * place and moved only when the order changed, so focus, a half-done click and selected text survive each poll
  * round; new rows are built, rows of gone items removed.
  */
+/**
+ * The rows of table `id`'s current page (its page clamped to what `rows` has), with its pager drawn: the DOM
+ * holds PAGE_ROWS rows at most, however many the server listed.
+ */
+function pageOf<T>(id: Paged, rows: readonly T[]): T[] {
+  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+  const page = (state.pages[id] = Math.min(state.pages[id], pages - 1));
+  setText(`${id}-page`, `page ${page + 1} of ${pages}`);
+  $<HTMLButtonElement>(`${id}-prev`).disabled = page === 0;
+  $<HTMLButtonElement>(`${id}-next`).disabled = page >= pages - 1;
+  return rows.slice(page * PAGE_ROWS, (page + 1) * PAGE_ROWS);
+}
+
 function syncRows<T>(
   tbody: HTMLTableSectionElement,
   items: readonly T[],
@@ -206,7 +221,7 @@ function go(view: View): void {
 function openTopic(topic: string): void {
   state.topic = topic;
   state.presence = [];
-  state.presencePage = 0;
+  state.pages.presence = 0;
   setText("topic-name", topic);
   $("presence").querySelector("tbody")!.replaceChildren();
   $("history").replaceChildren();
@@ -388,16 +403,11 @@ function sortedTopics(): TopicView[] {
 
 function renderTopics(): void {
   const rows = sortedTopics();
-  const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
-  state.topicsPage = Math.min(state.topicsPage, pages - 1);
-  const shown = rows.slice(state.topicsPage * PAGE_ROWS, (state.topicsPage + 1) * PAGE_ROWS);
+  const shown = pageOf("topics", rows);
   setText(
     "topics-count",
     state.invalidPrefix ? "(a prefix is letters, digits and . _ - : /)" : `${rows.length} topics${state.topicsTruncated ? " (the busiest 1,000: narrow the prefix)" : ""}`,
   );
-  setText("topics-page", `page ${state.topicsPage + 1} of ${pages}`);
-  $<HTMLButtonElement>("topics-prev").disabled = state.topicsPage === 0;
-  $<HTMLButtonElement>("topics-next").disabled = state.topicsPage >= pages - 1;
   syncRows(
     $("topics").querySelector("tbody")!,
     shown,
@@ -466,12 +476,7 @@ async function pollTopic(): Promise<void> {
 }
 
 function renderPresence(): void {
-  const pages = Math.max(1, Math.ceil(state.presence.length / PAGE_ROWS));
-  state.presencePage = Math.min(state.presencePage, pages - 1);
-  const shown = state.presence.slice(state.presencePage * PAGE_ROWS, (state.presencePage + 1) * PAGE_ROWS);
-  setText("presence-page", `page ${state.presencePage + 1} of ${pages}`);
-  $<HTMLButtonElement>("presence-prev").disabled = state.presencePage === 0;
-  $<HTMLButtonElement>("presence-next").disabled = state.presencePage >= pages - 1;
+  const shown = pageOf("presence", state.presence);
   syncRows(
     $("presence").querySelector("tbody")!,
     shown,
@@ -588,7 +593,7 @@ function start(): void {
   let filterTimer: ReturnType<typeof setTimeout> | undefined;
   $("topic-filter").addEventListener("input", () => {
     // At once from what is loaded, then from the server once typing pauses.
-    state.topicsPage = 0;
+    state.pages.topics = 0;
     renderTopics();
     clearTimeout(filterTimer);
     filterTimer = setTimeout(() => void poll(), 150);
@@ -600,22 +605,19 @@ function start(): void {
       renderTopics();
     });
   }
-  $("topics-prev").addEventListener("click", () => {
-    state.topicsPage--;
-    renderTopics();
-  });
-  $("topics-next").addEventListener("click", () => {
-    state.topicsPage++;
-    renderTopics();
-  });
-  $("presence-prev").addEventListener("click", () => {
-    state.presencePage--;
-    renderPresence();
-  });
-  $("presence-next").addEventListener("click", () => {
-    state.presencePage++;
-    renderPresence();
-  });
+  for (const [id, render] of [
+    ["topics", renderTopics],
+    ["presence", renderPresence],
+  ] as const) {
+    $(`${id}-prev`).addEventListener("click", () => {
+      state.pages[id]--;
+      render();
+    });
+    $(`${id}-next`).addEventListener("click", () => {
+      state.pages[id]++;
+      render();
+    });
+  }
   $("topic-publish").addEventListener("click", () => {
     $<HTMLInputElement>("publish-topic").value = state.topic;
     go("publish");
