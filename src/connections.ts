@@ -14,10 +14,13 @@ import type { HistoryRead } from "./history/history.ts";
 import type { Recovery } from "./history/recovery.ts";
 import type { FrameId, Json, Position } from "./protocol.ts";
 import { RateLimiter, type Bucket } from "./rate-limit.ts";
+import type { TopicRule } from "./topics/rules.ts";
 
 /** A subscription waiting for the broker's confirmation: the ids of the subscribe frames to answer then. */
 export interface PendingSubscription {
   replies: (FrameId | undefined)[];
+  /** The topic's rule, looked up once when the subscribe came (history and presence follow it). */
+  rule: TopicRule;
   /** The position the client asked to resume from (subscribe with `since`). */
   since?: Position;
   /** Live messages buffered while the topic's history is read (async stores only). */

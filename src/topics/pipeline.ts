@@ -280,7 +280,7 @@ export class TopicPipeline {
     if (topics.size >= this.options.maxTopics) {
       return this.replies.reject(conn, "too_many_topics", `at most ${this.options.maxTopics} topics per connection`, id);
     }
-    const pending: PendingSubscription = { replies: [id] };
+    const pending: PendingSubscription = { replies: [id], rule };
     if (since !== undefined) pending.since = since;
     if (presence?.joinLeave === true) pending.presence = true;
     if (presence?.info !== undefined) pending.info = presence.info;
@@ -431,7 +431,7 @@ export class TopicPipeline {
 
   /** The broker will deliver `topic` from other nodes: activate now, or first read the topic's position. */
   private confirmed(conn: Conn, topic: string, pending: PendingSubscription): void {
-    const history = this.options.rules.of(topic)?.history; // subscribe() checked that the topic is served
+    const history = pending.rule.history;
     if (history === undefined) return this.activate(conn, topic, pending, undefined);
     if (this.stale(conn, topic, pending)) return;
     let read: HistoryRead | Promise<HistoryRead>;
@@ -554,7 +554,7 @@ export class TopicPipeline {
     conn.topics!.set(topic, null);
     for (const id of pending.replies) this.replies.send(conn, encode.subscribed(topic, id, at, recovered));
     if (frames !== undefined) for (const frame of frames) this.replies.send(conn, frame);
-    if (this.options.rules.of(topic)?.presence === false) return this.hub.activate(conn.ws, topic, conn.batch); // no entry, no join
+    if (!pending.rule.presence) return this.hub.activate(conn.ws, topic, conn.batch); // no entry, no join
     // The join goes out before this socket hears join/leave of the topic: members learn of it, it does not.
     const entry: PresenceEntry = { connectionId: this.options.connectionIdOf(conn), user: conn.identity?.sub ?? null };
     if (pending.info !== undefined) entry.info = pending.info;
