@@ -125,6 +125,7 @@ export class Gateway {
     // Idle identities' rate buckets are forgotten once they would be full again (bounded memory).
     this.stopSweep = this.registry.rate.enabled ? clock.every(1000, () => this.registry.rate.sweep()) : () => {};
     this.websocket = this.handlers();
+    this.DispatchedConn = dispatchedConn(this.websocket);
   }
 
   /** Open WebSocket connections (both routes). */
@@ -377,7 +378,7 @@ export class Gateway {
   };
 
   /** Conns for Elysia's dispatcher: methods on the prototype, so no connection carries more than a Conn. */
-  private readonly DispatchedConn: typeof Conn = dispatchedConn(() => this.websocket);
+  private readonly DispatchedConn: typeof Conn;
 
   /** Sends one frame to one socket, counted. */
   private send(ws: Socket, frame: string): void {
@@ -535,19 +536,19 @@ interface ElysiaSocketData {
  * methods hand each event to the gateway's handlers, the same ones Bun calls directly otherwise. A throw goes
  * back through the dispatcher to Bun, which calls the handlers' `error` (kept in the app's websocket config).
  */
-function dispatchedConn(handlers: () => WebSocketHandler<Conn>): typeof Conn {
+function dispatchedConn(handlers: WebSocketHandler<Conn>): typeof Conn {
   return class DispatchedConn extends Conn {
     message(ws: Socket, raw: string | Buffer<ArrayBuffer>): void {
-      void handlers().message?.(ws, raw);
+      void handlers.message?.(ws, raw);
     }
     close(ws: Socket, code: number, reason: string): void {
-      void handlers().close?.(ws, code, reason);
+      void handlers.close?.(ws, code, reason);
     }
     ping(ws: Socket): void {
-      void handlers().ping?.(ws, NO_PAYLOAD);
+      void handlers.ping?.(ws, NO_PAYLOAD);
     }
     pong(ws: Socket): void {
-      void handlers().pong?.(ws, NO_PAYLOAD);
+      void handlers.pong?.(ws, NO_PAYLOAD);
     }
   };
 }
