@@ -117,8 +117,7 @@ export class Gateway {
       },
       expire: (conn) => {
         this.metrics.tokenExpiries++;
-        this.hub.flushNow(); // what was published before the close reaches batching clients too
-        conn.ws.close(Close.tokenExpired.code, Close.tokenExpired.reason);
+        this.closeAfterBatches(conn.ws, Close.tokenExpired);
       },
       failed: (conn, error) => this.fail(conn, error, "heartbeat"),
     });
@@ -182,11 +181,10 @@ export class Gateway {
     // A copy: closing a connection removes it from the user's set.
     const targets = command.user !== undefined ? [...this.registry.ofUser(command.user)] : this.withConnectionId(command.connectionId!);
     let acted = 0;
-    if (command.type === "disconnect") this.hub.flushNow(); // what was published before the kick is delivered first
     for (const conn of targets) {
       if (conn.closed || conn.echo) continue;
       if (command.type === "disconnect") {
-        conn.ws.close(Close.disconnected.code, Close.disconnected.reason);
+        this.closeAfterBatches(conn.ws, Close.disconnected);
         acted++;
       } else if (this.topics.end(conn, command.topic, "server")) {
         acted++;
@@ -217,8 +215,7 @@ export class Gateway {
   /** Closes every socket with 1001; close handlers run synchronously, so the set empties as we go. */
   drain(): void {
     this.draining = true;
-    this.hub.flushNow();
-    for (const conn of [...this.registry.open]) conn.ws.close(Close.shuttingDown.code, Close.shuttingDown.reason);
+    for (const conn of [...this.registry.open]) this.closeAfterBatches(conn.ws, Close.shuttingDown);
   }
 
   stop(): void {
@@ -234,8 +231,7 @@ export class Gateway {
       ...errorFields(error),
     });
     if (conn !== undefined && !conn.closed) {
-      this.hub.flushNow();
-      conn.ws.close(Close.internalError.code, Close.internalError.reason);
+      this.closeAfterBatches(conn.ws, Close.internalError);
     }
   }
 
@@ -380,6 +376,16 @@ export class Gateway {
   /** Conns for Elysia's dispatcher: methods on the prototype, so no connection carries more than a Conn. */
   private readonly DispatchedConn: typeof Conn;
 
+  /**
+   * The server closes a socket it serves (a kick, the drain, an expired token, the rate limit, a failed
+   * handler): the pending batches go first, so a batching client gets what was published before the close, as
+   * the others do (after the first close of a loop there is nothing left to send).
+   */
+  private closeAfterBatches(ws: Socket, close: { code: number; reason: string }): void {
+    this.hub.flushNow();
+    ws.close(close.code, close.reason);
+  }
+
   /** Sends one frame to one socket, counted. */
   private send(ws: Socket, frame: string): void {
     ws.send(frame);
@@ -399,8 +405,7 @@ export class Gateway {
     this.metrics.rateLimited++;
     if (verdict === "close") {
       this.log.info("rate_limit_close", { connectionId: this.connectionId(conn) });
-      this.hub.flushNow();
-      ws.close(Close.rateLimit.code, Close.rateLimit.reason);
+      this.closeAfterBatches(ws, Close.rateLimit);
     } else {
       this.reject(ws, "rate_limited", `over ${this.registry.rate.perSecond} messages per second: slow down`, cheapIdOf(raw));
     }
