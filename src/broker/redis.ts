@@ -1,9 +1,11 @@
 // Cross-node fan-out over Redis pub/sub, on Bun's built-in RedisClient.
 //
 // - Local first: a publish is delivered to this node's subscribers (the hub's native publish), then sent to
-//   Redis as `<nodeId>|<frame>` on channel `sb:<topic>`. The frame is serialized once; the Redis payload is
-//   that same string behind a prefix. Nodes drop payloads carrying their own id, so the origin never
-//   delivers twice, and Redis keeps per-channel order, so one publisher's order holds on every node.
+//   Redis as `<nodeId>|<frame>` on channel `sb:<topic>`, at the end of the tick with the topic's other
+//   messages of that tick (`<nodeId>|<frame>\n<frame>...`: one PUBLISH per topic per tick). The frame is
+//   serialized once; the Redis payload is those strings behind a prefix. Nodes drop payloads carrying their
+//   own id, so the origin never delivers twice, and Redis keeps per-channel order, so one publisher's order
+//   holds on every node. History messages go one script call each (the script assigns the offset).
 // - Interest only: channel subscriptions follow the hub's interest through one state machine per channel
 //   (./redis-channels.ts), so traffic a node does not need never reaches it. One channel is held for the
 //   node's whole life whatever the interest: the control channel `sb:$ctl` of the API's commands.
@@ -53,6 +55,21 @@ const CONTROL_CHANNEL = `${CHANNEL_PREFIX}$ctl`;
  * client retries a refused subscribe after about a second).
  */
 const MAX_READS_IN_FLIGHT = 64;
+
+/**
+ * A plain PUBLISH carries at most this many frame characters: a tick's messages of one topic past it go in
+ * several (each receiving node splits a batch before delivering, so a huge one would hold its loop).
+ */
+const MAX_BATCH_CHARS = 64 * 1024;
+
+/** The plain publishes of one topic in this tick, sent as one PUBLISH at its end. */
+interface Outgoing {
+  /** `<node>|<frame>` then `\n<frame>` per later message (frames are JSON: never a raw newline). */
+  payload: string;
+  messages: number;
+  /** The link the bytes were reserved on: a batch outliving its connection is dropped. */
+  link: Link;
+}
 
 /** An error Redis itself replied with (the command ran, or was refused), as opposed to a connection failure. */
 const isServerReply = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === "ERR_REDIS_SERVER_ERROR";
@@ -111,6 +128,15 @@ class Link {
     this.pendingBytes += size;
   }
 
+  /** Bytes counted as pending now, for a command sent later (a batch of this tick): `sentReserved` sends them. */
+  reserve(size: number): void {
+    this.pendingBytes += size;
+  }
+
+  sentReserved(size: number): void {
+    this.sizes.push(size);
+  }
+
   private settled(): void {
     this.pendingBytes -= this.sizes[this.head++] ?? 0;
     if (this.head === this.sizes.length) {
@@ -124,13 +150,15 @@ export class RedisBroker implements Broker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
   readonly nodeId = crypto.randomUUID().slice(0, 8);
   /**
-   * sent/received: payloads to and from Redis. dropped: cross-node copies not sent (Redis unreachable,
+   * sent/received: messages to and from Redis (batches: the plain PUBLISHes carrying them). dropped: cross-node copies not sent (Redis unreachable,
    * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
    * stalls: health probes that did not come back in time.
    */
   readonly counters = {
     sent: 0,
     received: 0,
+    /** PUBLISHes of plain messages (a topic's messages of one tick share one). */
+    batches: 0,
     dropped: 0,
     failed: 0,
     reconnects: 0,
@@ -149,6 +177,9 @@ export class RedisBroker implements Broker {
   };
   /** History reads of messages awaiting their reply (bounded by MAX_READS_IN_FLIGHT). */
   private readsInFlight = 0;
+  /** Plain publishes of this tick per topic: one PUBLISH each at its end (`flushOutbox`). */
+  private outbox = new Map<string, Outgoing>();
+  private flushScheduled = false;
   private deliver: Deliver | undefined;
   private restored: (() => void) | undefined;
   private onControl: ControlHandler | undefined;
@@ -202,6 +233,8 @@ export class RedisBroker implements Broker {
    */
   announce(topic: string, frame: string): void {
     this.deliver?.(presenceTopic(topic), frame);
+    const pending = this.outbox.get(topic);
+    if (pending !== undefined) this.send(topic, pending); // the topic's messages published before it go first
     const link = this.link;
     if (link === undefined) {
       this.counters.events_dropped++;
@@ -218,17 +251,61 @@ export class RedisBroker implements Broker {
     return link.pub.send(command, args);
   }
 
+  /**
+   * Local subscribers at once; other nodes at the end of the tick: a topic's messages of one tick go in one
+   * PUBLISH (`<node>|<frame>\n<frame>...`), so Redis and every receiving node handle one message per topic per
+   * tick rather than one per publish. Order holds: a topic's batches leave in tick order on one connection.
+   * Dropped (counted) while Redis is unreachable or past maxPendingBytes, and when the connection is lost
+   * before the tick ends.
+   */
   publish(topic: string, frame: string): Promise<void> {
     this.deliver!(topic, frame);
     const link = this.link;
-    const size = frame.length + this.prefix.length;
-    if (link === undefined || link.pendingBytes + size > this.options.maxPendingBytes) {
+    const size = frame.length + 1;
+    if (link === undefined || link.pendingBytes + size + this.prefix.length > this.options.maxPendingBytes) {
       this.counters.dropped++;
       return PUBLISHED;
     }
-    this.counters.sent++;
-    link.sent(size);
-    return link.pub.publish(CHANNEL_PREFIX + topic, this.prefix + frame).then(link.onSent, link.onFailed);
+    link.reserve(size);
+    const out = this.outbox.get(topic);
+    if (out === undefined || out.link !== link) {
+      if (out !== undefined) this.send(topic, out); // of a connection lost this tick: counted as dropped
+      this.outbox.set(topic, { payload: this.prefix + frame, messages: 1, link });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flushOutbox);
+      }
+    } else {
+      out.payload += "\n" + frame;
+      out.messages++;
+      if (out.payload.length > MAX_BATCH_CHARS) this.send(topic, out);
+    }
+    return PUBLISHED;
+  }
+
+  /** End of the tick: one PUBLISH per topic with messages. */
+  private readonly flushOutbox = (): Promise<unknown> | void => {
+    this.flushScheduled = false;
+    if (this.outbox.size === 0) return;
+    const outbox = this.outbox;
+    this.outbox = new Map();
+    let last: Promise<unknown> | undefined;
+    for (const [topic, out] of outbox) last = this.send(topic, out) ?? last;
+    return last; // replies come in order: the last one settles after all
+  };
+
+  /** Sends `topic`'s pending batch now (it leaves the outbox): also before a presence event of the topic. */
+  private send(topic: string, out: Outgoing): Promise<unknown> | undefined {
+    if (this.outbox.get(topic) === out) this.outbox.delete(topic);
+    const link = out.link;
+    if (link !== this.link) {
+      this.counters.dropped += out.messages; // the connection ended this tick: its reservation went with it
+      return;
+    }
+    this.counters.sent += out.messages;
+    this.counters.batches++;
+    link.sentReserved(out.payload.length - this.prefix.length + 1);
+    return link.pub.publish(CHANNEL_PREFIX + topic, out.payload).then(link.onSent, link.onFailed);
   }
 
   /**
@@ -365,6 +442,10 @@ export class RedisBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    // What was published before close() still leaves, as it would have at the end of the tick (bounded: a hung
+    // Redis must not hold the shutdown).
+    const sent = this.flushOutbox();
+    if (sent !== undefined) await Promise.race([sent, Bun.sleep(this.options.timeoutMs)]);
     this.closed = true;
     this.stopHealth?.();
     this.hangUp?.("broker closed");
@@ -394,8 +475,21 @@ export class RedisBroker implements Broker {
     if (payload.startsWith(this.prefix)) return;
     const cut = payload.indexOf(SEPARATOR);
     if (cut < 0 || this.deliver === undefined) return;
+    const topic = channel.slice(CHANNEL_PREFIX.length);
+    let line = payload.indexOf("\n", cut + 1);
+    if (line < 0) {
+      this.counters.received++;
+      this.deliver(topic, payload.slice(cut + 1));
+      return;
+    }
+    // A batch: one tick's messages of the topic from one node, in order.
+    let start = cut + 1;
+    for (; line >= 0; start = line + 1, line = payload.indexOf("\n", start)) {
+      this.counters.received++;
+      this.deliver(topic, payload.slice(start, line));
+    }
     this.counters.received++;
-    this.deliver(channel.slice(CHANNEL_PREFIX.length), payload.slice(cut + 1));
+    this.deliver(topic, payload.slice(start));
   };
 
   /** Another node's control command: checked (it comes over the network), then applied to this node's connections. */
