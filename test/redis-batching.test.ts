@@ -2,7 +2,7 @@
 // as one PUBLISH `<node>|<frame>\n<frame>...`, and every receiving node splits it back into the same frames, in
 // order. Two real RedisBrokers on a real redis-server, each recording what it hands to its node; Redis's own
 // command statistics say how many PUBLISHes were sent.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { RedisBroker } from "../src/broker/redis.ts";
 import { Logger } from "../src/log.ts";
 import { presenceTopic } from "../src/presence/presence.ts";
@@ -29,20 +29,22 @@ afterAll(async () => {
   for (const broker of brokers) await broker.close();
 });
 
-async function broker(maxPendingBytes = 1 << 20): Promise<Recorded> {
+async function broker(maxPendingBytes = 1 << 20, withHistory = false): Promise<Recorded> {
   const log: string[] = [];
-  const broker = new RedisBroker({ url: redis.url, log: new Logger("error", () => {}), timeoutMs: 2000, maxPendingBytes, baseMs: 20, capMs: 200 });
+  const history = withHistory ? { size: 1000, ttlMs: 60_000, metaTtlMs: 60_000 } : undefined;
+  const broker = new RedisBroker({ url: redis.url, log: new Logger("error", () => {}), timeoutMs: 2000, maxPendingBytes, baseMs: 20, capMs: 200, history });
   brokers.push(broker);
-  broker.start((topic, frame) => log.push(`${topic} ${frame}`));
+  broker.start((topic, frame, offset) => log.push(`${topic} ${frame}${offset === undefined ? "" : ` @${offset}`}`));
   await until(() => broker.status().ready, 5000, "broker ready");
   return { broker, log };
 }
 
-/** PUBLISH commands Redis has run so far. */
-async function publishes(): Promise<number> {
+/** Calls of `command` Redis has run so far. */
+async function calls(command = "publish"): Promise<number> {
   const info = String(await redis.command("INFO", ["commandstats"]));
-  return Number(/cmdstat_publish:calls=(\d+)/.exec(info)?.[1] ?? 0);
+  return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
 }
+const publishes = () => calls("publish");
 
 const frame = (topic: string, i: number, pad = "") => JSON.stringify({ type: "message", topic, data: { i, pad } });
 
@@ -161,4 +163,50 @@ test("end to end: a socket's burst on node A reaches node B's subscriber exactly
   expect((a.broker as RedisBroker).counters.batches).toBeLessThan(50);
   sub.close();
   pub.close();
+});
+
+describe("history topics: a tick's appends of a topic are one script call", () => {
+  const head = (i: number, pad = "") => JSON.stringify({ type: "message", topic: "h", data: { i, pad } }).slice(0, -1);
+
+  test("offsets follow each other in publish order, every node delivers them in that order, the stream holds them", async () => {
+    const a = await broker(1 << 20, true);
+    const b = await broker(1 << 20, true);
+    await a.broker.subscribe("h");
+    await b.broker.subscribe("h");
+    const before = await calls("evalsha");
+    const offsets = await Promise.all(Array.from({ length: 100 }, (_, i) => a.broker.append("h", head(i))));
+    expect(offsets).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect((await calls("evalsha")) - before).toBe(1);
+    expect(a.broker.counters).toMatchObject({ sent: 100, batches: 1 });
+    const expected = Array.from({ length: 100 }, (_, i) => `h ${head(i)},"offset":${i + 1}} @${i + 1}`);
+    await until(() => a.log.length >= 100 && b.log.length >= 100, 5000, "both nodes delivered");
+    expect(a.log).toEqual(expected); // the origin too delivers from the channel: one order everywhere
+    expect(b.log).toEqual(expected);
+    const read = await b.broker.read("h", { limit: 1000, create: false, since: undefined });
+    expect(read.messages.map((m) => m.offset)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(read.messages[41]!.frame).toBe(`${head(41)},"offset":42}`);
+  });
+
+  test("a tick past 64 KiB is stored by several calls, offsets still consecutive and in order", async () => {
+    const a = await broker(1 << 22, true);
+    const b = await broker(1 << 20, true);
+    await b.broker.subscribe("hbig");
+    const big = (i: number) => JSON.stringify({ type: "message", topic: "hbig", data: { i, pad: "z".repeat(5000) } }).slice(0, -1);
+    const offsets = await Promise.all(Array.from({ length: 40 }, (_, i) => a.broker.append("hbig", big(i))));
+    expect(offsets).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(a.broker.counters.batches).toBeGreaterThanOrEqual(3);
+    await until(() => b.log.length >= 40, 5000, "B delivered");
+    expect(b.log).toEqual(Array.from({ length: 40 }, (_, i) => `hbig ${big(i)},"offset":${i + 1}} @${i + 1}`));
+  });
+
+  test("a refused script call refuses every append of the batch, and skips no offset", async () => {
+    const a = await broker(1 << 20, true);
+    expect(await a.broker.append("hbad", head(0))).toBe(1); // the topic's epoch exists (a new one empties the key)
+    await redis.command("SET", ["sb:{hbad}:s", "not a stream"]);
+    const results = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => a.broker.append("hbad", head(i))));
+    expect(results.map((r) => r.status)).toEqual(Array(5).fill("rejected"));
+    expect(String((results[0] as PromiseRejectedResult).reason)).toContain("WRONGTYPE");
+    await redis.command("DEL", ["sb:{hbad}:s"]);
+    expect(await a.broker.append("hbad", head(9))).toBe(2);
+  });
 });

@@ -28,7 +28,7 @@ import {
   APPEND_SCRIPT,
   APPEND_SHA,
   appendArgs,
-  parseHistoryPayload,
+  eachHistoryFrame,
   parseRead,
   READ_SCRIPT,
   READ_SHA,
@@ -37,7 +37,7 @@ import {
   type RedisHistoryOptions,
 } from "../history/redis.ts";
 import { BrokerUnavailable, PUBLISHED, type Broker, type BrokerStatus, type ControlHandler, type Deliver } from "./broker.ts";
-import { evalOrLoad } from "./lua.ts";
+import { evalOrLoad, type RedisSend } from "./lua.ts";
 import { RedisChannels } from "./redis-channels.ts";
 import { presenceTopic } from "../presence/presence.ts";
 
@@ -61,6 +61,17 @@ const MAX_READS_IN_FLIGHT = 64;
  * several (each receiving node splits a batch before delivering, so a huge one would hold its loop).
  */
 const MAX_BATCH_CHARS = 64 * 1024;
+
+/** A topic's history publishes of this tick, stored by one script call at its end. */
+interface PendingAppends {
+  link: Link;
+  heads: string[];
+  /** Characters reserved on the link (each head and its separator). */
+  chars: number;
+  retention: HistoryOptions | undefined;
+  /** Each append's promise, in the order of `heads`. */
+  settle: PromiseWithResolvers<number>[];
+}
 
 /** The plain publishes of one topic in this tick, sent as one PUBLISH at its end. */
 interface Outgoing {
@@ -150,14 +161,14 @@ export class RedisBroker implements Broker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
   readonly nodeId = crypto.randomUUID().slice(0, 8);
   /**
-   * sent/received: messages to and from Redis (batches: the plain PUBLISHes carrying them). dropped: cross-node copies not sent (Redis unreachable,
+   * sent/received: messages to and from Redis (batches: the PUBLISHes and history script calls carrying them). dropped: cross-node copies not sent (Redis unreachable,
    * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
    * stalls: health probes that did not come back in time.
    */
   readonly counters = {
     sent: 0,
     received: 0,
-    /** PUBLISHes of plain messages (a topic's messages of one tick share one). */
+    /** PUBLISHes and history script calls (a topic's messages of one tick share one). */
     batches: 0,
     dropped: 0,
     failed: 0,
@@ -179,6 +190,8 @@ export class RedisBroker implements Broker {
   private readsInFlight = 0;
   /** Plain publishes of this tick per topic: one PUBLISH each at its end (`flushOutbox`). */
   private outbox = new Map<string, Outgoing>();
+  /** History publishes of this tick per topic: one script call each at its end. */
+  private appends = new Map<string, PendingAppends>();
   private flushScheduled = false;
   private deliver: Deliver | undefined;
   private restored: (() => void) | undefined;
@@ -234,7 +247,7 @@ export class RedisBroker implements Broker {
   announce(topic: string, frame: string): void {
     this.deliver?.(presenceTopic(topic), frame);
     const pending = this.outbox.get(topic);
-    if (pending !== undefined) this.send(topic, pending); // the topic's messages published before it go first
+    if (pending !== undefined) this.sendBatch(topic, pending); // the topic's messages published before it go first
     const link = this.link;
     if (link === undefined) {
       this.counters.events_dropped++;
@@ -244,11 +257,19 @@ export class RedisBroker implements Broker {
     void link.pub.publish(CHANNEL_PREFIX + topic, EVENT_MARK + this.prefix + frame).then(undefined, this.countFailure);
   }
 
-  /** One command on the command connection, for stores beside the broker (presence); rejects while Redis is down. */
-  command(command: string, args: string[]): Promise<unknown> {
+  /**
+   * One command on the command connection, for stores beside the broker (presence, the cluster's node records);
+   * rejects while Redis is down. One function for the broker's life: stores may key their state by it.
+   */
+  readonly send: RedisSend = (command, args) => {
     const link = this.link;
     if (link === undefined) return Promise.reject(new Error(`redis unreachable: ${this.lastError}`));
     return link.pub.send(command, args);
+  };
+
+  /** The commands of `topic`'s Redis: this one (a sharded broker routes by topic). */
+  sendFor(_topic?: string): RedisSend {
+    return this.send;
   }
 
   /**
@@ -269,33 +290,42 @@ export class RedisBroker implements Broker {
     link.reserve(size);
     const out = this.outbox.get(topic);
     if (out === undefined || out.link !== link) {
-      if (out !== undefined) this.send(topic, out); // of a connection lost this tick: counted as dropped
+      if (out !== undefined) this.sendBatch(topic, out); // of a connection lost this tick: counted as dropped
       this.outbox.set(topic, { payload: this.prefix + frame, messages: 1, link });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.flushOutbox);
-      }
+      this.scheduleFlush();
     } else {
       out.payload += "\n" + frame;
       out.messages++;
-      if (out.payload.length > MAX_BATCH_CHARS) this.send(topic, out);
+      if (out.payload.length > MAX_BATCH_CHARS) this.sendBatch(topic, out);
     }
     return PUBLISHED;
   }
 
-  /** End of the tick: one PUBLISH per topic with messages. */
-  private readonly flushOutbox = (): Promise<unknown> | void => {
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flushOutbox);
+  }
+
+  /** End of the tick: one PUBLISH per topic with plain messages, one script call per topic with history ones. */
+  private readonly flushOutbox = (): Promise<unknown> | undefined => {
     this.flushScheduled = false;
-    if (this.outbox.size === 0) return;
-    const outbox = this.outbox;
-    this.outbox = new Map();
     let last: Promise<unknown> | undefined;
-    for (const [topic, out] of outbox) last = this.send(topic, out) ?? last;
+    if (this.outbox.size !== 0) {
+      const outbox = this.outbox;
+      this.outbox = new Map();
+      for (const [topic, out] of outbox) last = this.sendBatch(topic, out) ?? last;
+    }
+    if (this.appends.size !== 0) {
+      const appends = this.appends;
+      this.appends = new Map();
+      for (const [topic, out] of appends) last = this.store(topic, out) ?? last;
+    }
     return last; // replies come in order: the last one settles after all
   };
 
   /** Sends `topic`'s pending batch now (it leaves the outbox): also before a presence event of the topic. */
-  private send(topic: string, out: Outgoing): Promise<unknown> | undefined {
+  private sendBatch(topic: string, out: Outgoing): Promise<unknown> | undefined {
     if (this.outbox.get(topic) === out) this.outbox.delete(topic);
     const link = out.link;
     if (link !== this.link) {
@@ -309,38 +339,70 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * History topics: one script stores the message and PUBLISHes it with its offset; every node, this one
-   * included, delivers it from the channel, so all see the stream's order. Refused (HistoryUnavailable) while
-   * Redis is unreachable or over maxPendingBytes, and when the script fails or the connection drops before
-   * its reply (the stall check drops a hung connection within ~timeoutMs, which rejects what was in flight).
+   * History topics: at the end of the tick one script stores the topic's messages of the tick under their
+   * offsets and PUBLISHes them (one payload); every node, this one included, delivers them from the channel,
+   * so all see the stream's order. Refused (HistoryUnavailable) while Redis is unreachable or over
+   * maxPendingBytes, and when the script fails or the connection drops before its reply (the stall check drops
+   * a hung connection within ~timeoutMs, which rejects what was in flight).
    */
   append(topic: string, head: string, retention?: HistoryOptions): Promise<number> {
-    const history = this.requireHistory();
+    this.requireHistory();
     const link = this.link;
-    const size = head.length + topic.length + 64;
+    const size = head.length + 1;
     if (link === undefined) return Promise.reject(new HistoryUnavailable(`redis unreachable: ${this.lastError}`));
-    if (link.pendingBytes + size > this.options.maxPendingBytes) {
+    if (link.pendingBytes + size + topic.length + 64 > this.options.maxPendingBytes) {
       this.counters.dropped++;
       return Promise.reject(new HistoryUnavailable("redis is not keeping up (REDIS_MAX_PENDING_BYTES reached)"));
     }
-    this.counters.sent++;
-    link.sent(size);
-    // EVALSHA only: no EVAL fallback on NOSCRIPT. A fallback would send this publish again after later ones of
-    // the same connection, which may already have succeeded (another node reloaded the script): one
+    link.reserve(size);
+    const settle = Promise.withResolvers<number>();
+    let out = this.appends.get(topic);
+    if (out === undefined || out.link !== link) {
+      if (out !== undefined) this.store(topic, out); // of a connection lost this tick: refused
+      this.appends.set(topic, (out = { link, heads: [head], chars: size, retention, settle: [settle] }));
+      this.scheduleFlush();
+    } else {
+      out.heads.push(head);
+      out.settle.push(settle);
+      out.chars += size;
+      if (out.chars > MAX_BATCH_CHARS) this.store(topic, out);
+    }
+    return settle.promise;
+  }
+
+  /** Sends `topic`'s appends of this tick as one script call (they leave the outbox). */
+  private store(topic: string, out: PendingAppends): Promise<unknown> | undefined {
+    if (this.appends.get(topic) === out) this.appends.delete(topic);
+    const link = out.link;
+    if (link !== this.link) {
+      for (const { reject } of out.settle) reject(new HistoryUnavailable(`redis connection lost: ${this.lastError}`));
+      return;
+    }
+    this.counters.sent += out.heads.length;
+    this.counters.batches++;
+    link.sentReserved(out.chars);
+    // EVALSHA only: no EVAL fallback on NOSCRIPT. A fallback would send these publishes again after later ones
+    // of the same connection, which may already have succeeded (another node reloaded the script): one
     // publisher's order would break. The scripts are loaded before a connection is used; a NOSCRIPT (SCRIPT
-    // FLUSH, a failover) refuses this publish as unavailable (it was not run) and reloads them.
-    return link.pub.send("EVALSHA", [APPEND_SHA, ...appendArgs(topic, CHANNEL_PREFIX + topic, head, history, link.runId, retention)]).then(
-      (offset) => {
+    // FLUSH, a failover) refuses them as unavailable (they were not run) and reloads them.
+    const args = appendArgs(topic, CHANNEL_PREFIX + topic, out.heads, this.options.history!, link.runId, out.retention);
+    return link.pub.send("EVALSHA", [APPEND_SHA, ...args]).then(
+      (reply) => {
         link.onSent();
-        return offset as number;
+        const [first, stored] = reply as [number, number];
+        for (let i = 0; i < out.settle.length; i++) {
+          if (i < stored) out.settle[i]!.resolve(first + i);
+          else out.settle[i]!.reject(new HistoryUnavailable("redis refused the message (its stream could not take it)"));
+        }
       },
       (error: unknown) => {
         link.onFailed();
         const message = error instanceof Error ? error.message : String(error);
         if (message.startsWith("NOSCRIPT")) this.loadScripts(link);
-        // A reply from Redis (an error) means the script did not store it; a dropped connection means the
+        // A reply from Redis (an error) means the script did not store them; a dropped connection means the
         // command may have run or may still run (a hung Redis executes what it had read once it wakes).
-        throw new HistoryUnavailable(`redis: ${message}`, !isServerReply(error));
+        const refusal = new HistoryUnavailable(`redis: ${message}`, !isServerReply(error));
+        for (const { reject } of out.settle) reject(refusal);
       },
     );
   }
@@ -466,10 +528,12 @@ export class RedisBroker implements Broker {
       return;
     }
     if (payload.charCodeAt(0) === 35 /* # */) {
-      const stored = parseHistoryPayload(payload);
-      if (stored === undefined || this.deliver === undefined) return;
-      this.counters.received++;
-      this.deliver(channel.slice(CHANNEL_PREFIX.length), stored.frame, stored.offset, stored.epoch);
+      if (this.deliver === undefined) return;
+      const topic = channel.slice(CHANNEL_PREFIX.length);
+      eachHistoryFrame(payload, (frame, offset, epoch) => {
+        this.counters.received++;
+        this.deliver!(topic, frame, offset, epoch);
+      });
       return;
     }
     if (payload.startsWith(this.prefix)) return;

@@ -1,6 +1,7 @@
 // History in Redis, shared by every node: per topic an offset counter, an epoch and a Stream of the last
-// HISTORY_SIZE message frames, each changed only by the two Lua scripts below, so a publish is one atomic
-// step (offset, append, TTLs, PUBLISH) and every node receives the topic's messages in offset order.
+// HISTORY_SIZE message frames, each changed only by the two Lua scripts below, so a publish (or a node's
+// publishes of one topic in one tick) is one atomic step (offsets, append, TTLs, PUBLISH) and every node
+// receives the topic's messages in offset order.
 //
 // Keys carry the topic in a hash tag (`sb:{T}:o`, `:e`, `:s`) so a topic's keys share a Redis Cluster slot.
 // The stream and the counter expire on their own clocks: messages HISTORY_TTL_MS after the last publish,
@@ -34,26 +35,35 @@ const NEW_EPOCH = `
   redis.call('DEL', KEYS[3])`;
 
 /**
- * KEYS: offset, epoch, stream. ARGV: run id, fresh epoch, meta TTL ms, message head, size, TTL ms, channel.
- * Returns the new offset; publishes `#<offset>#<epoch>|<frame>` on the topic's channel. A failed XADD (a stream
- * someone else wrote to) undoes the INCR and returns the error: nothing stored, no offset skipped.
+ * KEYS: offset, epoch, stream. ARGV: run id, fresh epoch, meta TTL ms, size, TTL ms, channel, then one message
+ * head per message (a node's messages of the topic in one tick, in order). Stores each under the next offset and
+ * returns the first one's; publishes one payload `#<first offset>#<epoch>|<frame>\n<frame>...` (each frame with
+ * its own offset, the next ones following the first). A failed XADD (a stream someone else wrote to) undoes its
+ * INCR and returns the error (nothing stored, no offset skipped: the key's type fails the first XADD).
  */
 export const APPEND_SCRIPT = `${CURRENT_EPOCH}
 if not epoch then ${NEW_EPOCH}
 end
-local n = redis.call('INCR', KEYS[1])
-local id = string.format('%d', n)
-local frame = ARGV[4] .. ',"offset":' .. id .. '}'
-local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[5], id .. '-0', 'f', frame)
-if type(added) == 'table' and added.err then
-  redis.call('DECR', KEYS[1]) -- scripts are not rolled back: undo the INCR, or the offset would skip one
-  return added
+local frames = {}
+local first = false
+for i = 7, #ARGV do
+  local n = redis.call('INCR', KEYS[1])
+  local id = string.format('%d', n)
+  local frame = ARGV[i] .. ',"offset":' .. id .. '}'
+  local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[4], id .. '-0', 'f', frame)
+  if type(added) == 'table' and added.err then
+    redis.call('DECR', KEYS[1]) -- scripts are not rolled back: undo the INCR, or the offset would skip one
+    if not first then return added end
+    break
+  end
+  first = first or n
+  frames[#frames + 1] = frame
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[7], '#' .. id .. '#' .. epoch .. '|' .. frame)
-return n`;
+redis.call('PUBLISH', ARGV[6], '#' .. string.format('%d', first) .. '#' .. epoch .. '|' .. table.concat(frames, '\\n'))
+return {first, #frames}`;
 
 /**
  * KEYS: offset, epoch, stream. ARGV: run id, fresh epoch, meta TTL ms, create (1/0), since epoch ('' for
@@ -96,12 +106,13 @@ export interface RedisHistoryOptions extends HistoryOptions {
 }
 
 /**
- * EVALSHA arguments of an append (after the SHA); `runId`: the connected Redis's; `retention`: the topic's own
- * (its definition's). Its offsets outlive its messages, whichever TTL is longer.
+ * EVALSHA arguments of an append of `heads` (one topic's, in order; after the SHA); `runId`: the connected
+ * Redis's; `retention`: the topic's own (its definition's). Its offsets outlive its messages, whichever TTL is
+ * longer.
  */
-export function appendArgs(topic: string, channel: string, head: string, options: RedisHistoryOptions, runId: string, retention: HistoryOptions = options): string[] {
+export function appendArgs(topic: string, channel: string, heads: readonly string[], options: RedisHistoryOptions, runId: string, retention: HistoryOptions = options): string[] {
   const metaTtlMs = Math.max(options.metaTtlMs, retention.ttlMs);
-  return ["3", ...historyKeys(topic), runId, newEpoch(), String(metaTtlMs), head, String(retention.size), String(retention.ttlMs), channel];
+  return ["3", ...historyKeys(topic), runId, newEpoch(), String(metaTtlMs), String(retention.size), String(retention.ttlMs), channel, ...heads];
 }
 
 export function readArgs(topic: string, query: HistoryQuery, options: RedisHistoryOptions, runId: string): string[] {
@@ -138,11 +149,21 @@ export function parseRead(reply: unknown, since: Position | undefined): HistoryR
   return { epoch, offset, messages, complete: isComplete(since, epoch, offset, messages) };
 }
 
-/** A history payload on a topic's channel: `#<offset>#<epoch>|<frame>`; undefined for anything else. */
-export function parseHistoryPayload(payload: string): { offset: number; epoch: string; frame: string } | undefined {
-  if (payload.charCodeAt(0) !== 35 /* # */) return undefined;
+/**
+ * A history payload on a topic's channel: `#<offset>#<epoch>|<frame>`, or a batch `...|<frame>\n<frame>...`
+ * whose frames have the offsets following the first; each is handed to `each`. False for anything else.
+ */
+export function eachHistoryFrame(payload: string, each: (frame: string, offset: number, epoch: string) => void): boolean {
+  if (payload.charCodeAt(0) !== 35 /* # */) return false;
   const second = payload.indexOf("#", 1);
   const bar = payload.indexOf("|", second + 1);
-  if (second < 0 || bar < 0) return undefined;
-  return { offset: Number(payload.slice(1, second)), epoch: payload.slice(second + 1, bar), frame: payload.slice(bar + 1) };
+  if (second < 0 || bar < 0) return false;
+  let offset = Number(payload.slice(1, second));
+  const epoch = payload.slice(second + 1, bar);
+  let start = bar + 1;
+  for (let line = payload.indexOf("\n", start); line >= 0; start = line + 1, line = payload.indexOf("\n", start)) {
+    each(payload.slice(start, line), offset++, epoch);
+  }
+  each(payload.slice(start), offset, epoch);
+  return true;
 }
