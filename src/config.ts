@@ -28,6 +28,10 @@ export const HISTORY_SIZE_MAX = 10_000;
 export const HISTORY_TTL_MS_MIN = 1000;
 export const HISTORY_TTL_MS_MAX = 30 * 86_400_000;
 
+/** One Redis URL, or several separated by commas (spaces around them allowed). */
+const REDIS_URL_ONE = String.raw`(?:redis|rediss|valkey|valkeys):\/\/[^\s,]+`;
+const REDIS_URLS = new RegExp(String.raw`^${REDIS_URL_ONE}(?:\s*,\s*${REDIS_URL_ONE})*$`);
+
 const API_KEY_MIN = 16;
 const apiKey = z.string().min(API_KEY_MIN, `must be at least ${API_KEY_MIN} characters`).optional();
 
@@ -43,10 +47,15 @@ export const ConfigSchema = z.object({
   BACKPRESSURE_LIMIT_BYTES: integer(MiB, 1024, 1024 * MiB),
   SHUTDOWN_GRACE_MS: integer(5000, 0, 600_000),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
-  /** Set: cross-node fan-out over Redis. Unset: this process alone (Bun's native topics). */
+  /**
+   * Set: cross-node fan-out over Redis. Unset: this process alone (Bun's native topics). Several URLs,
+   * comma-separated: topics are spread over those instances by a hash of their name (src/broker/sharded.ts);
+   * every node must list the same ones in the same order.
+   */
   REDIS_URL: z
     .string()
-    .regex(/^(redis|rediss|valkey|valkeys):\/\/[^\s]+$/, "must be a redis:// (or rediss://, valkey://) URL")
+    .regex(REDIS_URLS, "must be a redis:// (or rediss://, valkey://) URL, or several separated by commas")
+    .refine((value) => new Set(redisUrls(value)).size === redisUrls(value).length, "lists an instance twice: each topic must live on one Redis")
     .optional(),
   /**
    * A Redis that leaves a PING (sent every quarter of this) or a connection attempt unanswered this long is
@@ -245,6 +254,9 @@ function withApiKeyResolved(config: Config): Config {
 export function shownValue(name: string, value: string): string {
   return SECRETS.has(name) ? `<hidden: ${value.length} characters>` : JSON.stringify(value);
 }
+
+/** The instances REDIS_URL lists (one, or several separated by commas; a comma in a password is written %2C). */
+export const redisUrls = (value: string): string[] => value.split(",").map((url) => url.trim());
 
 /** `scheme://user:password@host` -> `scheme://***@host`, wherever a URL appears (REDIS_URL carries its password so). */
 export const maskCredentials = (text: string): string => text.replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s,"]*@/gi, "$1***@");

@@ -14,9 +14,10 @@ import { createRoutes } from "./app.ts";
 import type { Broker } from "./broker/broker.ts";
 import { MemoryBroker } from "./broker/memory.ts";
 import { RedisBroker } from "./broker/redis.ts";
+import { ShardedBroker } from "./broker/sharded.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { ClusterView, NODE_ANNOUNCE_MS } from "./cluster.ts";
-import { ConfigError, configWith, type Config } from "./config.ts";
+import { ConfigError, configWith, redisUrls, type Config } from "./config.ts";
 import { Gateway, type Conn } from "./gateway.ts";
 import type { Hub } from "./hub.ts";
 import { Logger } from "./log.ts";
@@ -115,9 +116,10 @@ export function createSwitchboard<const Prefix extends string = "">(
   let topics: TopicPipeline | undefined;
   let stopPresence = () => {};
   let presence = deps.presence;
-  if (presence === undefined && broker instanceof RedisBroker) {
+  const redis = broker instanceof RedisBroker || broker instanceof ShardedBroker ? broker : undefined;
+  if (presence === undefined && redis !== undefined) {
     const store = new RedisPresence({
-      send: (command, args) => broker.command(command, args),
+      sendFor: (topic) => redis.sendFor(topic),
       ttlMs: config.PRESENCE_TTL_MS,
       now: () => clock.wall(),
       expired: (topic, entries) => topics?.expired(topic, entries),
@@ -135,7 +137,7 @@ export function createSwitchboard<const Prefix extends string = "">(
     gateway,
     clock,
     periodMs: config.NODE_ANNOUNCE_MS ?? NODE_ANNOUNCE_MS,
-    redis: broker instanceof RedisBroker ? { nodeId: broker.nodeId, send: (command, args) => broker.command(command, args) } : undefined,
+    redis: redis && { nodeId: redis.nodeId, send: redis.sendFor() },
   });
   const routes = createRoutes(config, gateway, log, cluster, mount);
 
@@ -214,13 +216,18 @@ function createBroker(config: Config, rules: TopicRules, log: Logger, clock: Clo
   if (config.REDIS_URL === undefined) {
     return new MemoryBroker(history && new MemoryHistory({ ...history, maxBytes: config.HISTORY_MAX_BYTES, clock, held }));
   }
-  return new RedisBroker({
-    url: config.REDIS_URL,
-    log,
-    clock,
-    timeoutMs: config.REDIS_TIMEOUT_MS,
-    maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
-    history: history && { ...history, metaTtlMs: config.HISTORY_META_TTL_MS },
-    scripts: PRESENCE_SCRIPTS,
-  });
+  // One broker per listed instance; several: topics are spread over them by a hash of their name.
+  const brokers = redisUrls(config.REDIS_URL).map(
+    (url) =>
+      new RedisBroker({
+        url,
+        log,
+        clock,
+        timeoutMs: config.REDIS_TIMEOUT_MS,
+        maxPendingBytes: config.REDIS_MAX_PENDING_BYTES,
+        history: history && { ...history, metaTtlMs: config.HISTORY_META_TTL_MS },
+        scripts: PRESENCE_SCRIPTS,
+      }),
+  );
+  return brokers.length === 1 ? brokers[0]! : new ShardedBroker(brokers);
 }

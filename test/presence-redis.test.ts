@@ -27,9 +27,10 @@ async function nodes(count: number, ttlMs = 1000) {
     await client.connect();
     clients.push(client);
     for (const script of PRESENCE_SCRIPTS) await client.send("SCRIPT", ["LOAD", script]); // as the broker does on connect
+    const send = (command: string, args: string[]) => client.send(command, args);
     stores.push(
       new RedisPresence({
-        send: (command, args) => client.send(command, args),
+        sendFor: () => send,
         ttlMs,
         now: () => now,
         expired: (topic, entries) => expired.push({ node, topic, entries }),

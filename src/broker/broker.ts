@@ -53,10 +53,11 @@ export class BrokerUnavailable extends Error {
 export interface Broker {
   /**
    * Called once, before any publish: where messages for local subscribers go, whom to tell when the
-   * transport is back after a loss (messages of other nodes may have been missed meanwhile), and where
-   * commands of the control channel go.
+   * transport is back after a loss (messages of other nodes may have been missed meanwhile; `owns` says which
+   * topics, when the link that came back carries only some of them), and where commands of the control
+   * channel go.
    */
-  start(deliver: Deliver, restored?: () => void, control?: ControlHandler): void;
+  start(deliver: Deliver, restored?: (owns?: (topic: string) => boolean) => void, control?: ControlHandler): void;
   publish(topic: string, frame: string): Promise<void>;
   /**
    * History contract (HISTORY_SIZE > 0; src/history/history.ts has the store's part). `append` stores the

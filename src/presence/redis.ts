@@ -143,7 +143,8 @@ export const PRESENCE_SCRIPTS: readonly string[] = Object.values(SCRIPTS);
 const MAX_LISTS_IN_FLIGHT = 64;
 
 export interface RedisPresenceOptions {
-  send: RedisSend;
+  /** The commands of the Redis `topic` lives on (one function per instance, for the broker's life). */
+  sendFor: (topic: string) => RedisSend;
   /** An entry not refreshed for this long is gone (PRESENCE_TTL_MS). */
   ttlMs: number;
   /** Time in ms, shared by every node (wall clock: expiry times are compared across processes). */
@@ -161,7 +162,8 @@ export class RedisPresence implements Presence {
   /** Scripts sent by refreshes (for /metrics: the cost of presence in Redis commands). */
   refreshes = 0;
   private listsInFlight = 0;
-  private reloading: Promise<unknown> | undefined;
+  /** Script reloads in flight, per Redis instance. */
+  private readonly reloading = new Map<RedisSend, Promise<unknown>>();
 
   constructor(private readonly options: RedisPresenceOptions) {
     this.now = options.now ?? Date.now;
@@ -255,13 +257,15 @@ export class RedisPresence implements Presence {
    * and the scripts are loaded again, queued behind what is in flight.
    */
   private async run(name: keyof typeof SCRIPTS, topic: string, args: string[]): Promise<unknown> {
+    const send = this.options.sendFor(topic);
     try {
-      return await this.options.send("EVALSHA", [SHAS[name], "4", ...presenceKeys(topic), ...args]);
+      return await send("EVALSHA", [SHAS[name], "4", ...presenceKeys(topic), ...args]);
     } catch (error) {
-      if (error instanceof Error && error.message.startsWith("NOSCRIPT")) {
-        this.reloading ??= Promise.all(PRESENCE_SCRIPTS.map((script) => this.options.send("SCRIPT", ["LOAD", script])))
+      if (error instanceof Error && error.message.startsWith("NOSCRIPT") && !this.reloading.has(send)) {
+        const reload = Promise.all(PRESENCE_SCRIPTS.map((script) => send("SCRIPT", ["LOAD", script])))
           .catch(() => {})
-          .finally(() => (this.reloading = undefined));
+          .finally(() => this.reloading.delete(send));
+        this.reloading.set(send, reload);
       }
       throw error;
     }

@@ -148,10 +148,12 @@ export class TopicPipeline {
    * The broker's link is back after a loss: messages other nodes published meanwhile never reached this node.
    * A topic that gets another message notices the jump (`follow`); a quiet one would not, so each followed
    * topic's position is read once its channel is confirmed again, and a topic that moved on (or changed epoch)
-   * sends its subscribers here to recover. One small read per followed topic, per reconnect.
+   * sends its subscribers here to recover. One small read per followed topic, per reconnect. `owns`: the topics
+   * of the link that came back (a sharded broker's instance), when not all are.
    */
-  private readonly restored = (): void => {
+  private readonly restored = (owns?: (topic: string) => boolean): void => {
     for (const [topic, cursor] of this.cursors) {
+      if (owns !== undefined && !owns(topic)) continue;
       const check = () => {
         let read: HistoryRead | Promise<HistoryRead>;
         try {
