@@ -199,6 +199,20 @@ describe("history topics: a tick's appends of a topic are one script call", () =
     expect(b.log).toEqual(Array.from({ length: 40 }, (_, i) => `hbig ${big(i)},"offset":${i + 1}} @${i + 1}`));
   });
 
+  test("a presence event follows the history messages published before it in the tick, on every node", async () => {
+    const a = await broker(1 << 20, true);
+    const b = await broker(1 << 20, true);
+    await b.broker.subscribe("hroom");
+    const room = (i: number) => JSON.stringify({ type: "message", topic: "hroom", data: { i } }).slice(0, -1);
+    const event = JSON.stringify({ type: "join", topic: "hroom", info: { user: "u" } });
+    const first = [a.broker.append("hroom", room(1)), a.broker.append("hroom", room(2))];
+    a.broker.announce("hroom", event);
+    const last = a.broker.append("hroom", room(3));
+    expect(await Promise.all([...first, last])).toEqual([1, 2, 3]);
+    await until(() => b.log.length >= 4, 5000, "B received messages and event");
+    expect(b.log).toEqual([`hroom ${room(1)},"offset":1} @1`, `hroom ${room(2)},"offset":2} @2`, `${presenceTopic("hroom")} ${event}`, `hroom ${room(3)},"offset":3} @3`]);
+  });
+
   test("a refused script call refuses every append of the batch, and skips no offset", async () => {
     const a = await broker(1 << 20, true);
     expect(await a.broker.append("hbad", head(0))).toBe(1); // the topic's epoch exists (a new one empties the key)

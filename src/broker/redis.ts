@@ -246,8 +246,11 @@ export class RedisBroker implements Broker {
    */
   announce(topic: string, frame: string): void {
     this.deliver?.(presenceTopic(topic), frame);
+    // The topic's messages published before it in this tick go first (plain or history: a topic has one kind).
     const pending = this.outbox.get(topic);
-    if (pending !== undefined) this.sendBatch(topic, pending); // the topic's messages published before it go first
+    if (pending !== undefined) this.sendBatch(topic, pending);
+    const appends = this.appends.get(topic);
+    if (appends !== undefined) this.store(topic, appends);
     const link = this.link;
     if (link === undefined) {
       this.counters.events_dropped++;
