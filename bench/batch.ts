@@ -3,8 +3,9 @@
 // with `?batch=1` subscribers, interleaved rounds. Reports messages delivered per second (acked publishes x
 // subscribers; 10 sampling subscribers' message counts are checked at the end, and none may be dropped: 0 lost) and the server's CPU per message.
 // Also the memory an idle connection costs with and without `?batch=1` (the flag lives in the Conn's extras).
-// Run: bun bench/batch.ts [--quick] [--burst=10].
-import { clientFrame, connectAll, cpuMicros, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
+// Then publish -> receive latency of the three at the same offered load (below).
+// Run: bun bench/batch.ts [--quick] [--burst=10] [--period=20] [--only=throughput|latency].
+import { clientFrame, connectAll, cpuSplit, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const BURST = Number(process.argv.find((a) => a.startsWith("--burst="))?.slice(8) ?? 10);
@@ -20,7 +21,15 @@ async function server(kind: Kind): Promise<ServerProcess> {
   return spawnServer(cmd, { HOST: "127.0.0.1", PORT: "0", LOG_LEVEL: "warn", HISTORY_SIZE: "0" }, navigator.hardwareConcurrency > 1 ? 0 : null);
 }
 
-async function run(kind: Kind): Promise<{ messagesPerSec: number; cpuUsPerMessage: number; lost: number }> {
+interface Run {
+  messagesPerSec: number;
+  cpuUsPerMessage: number;
+  /** Share of the server's CPU spent in the kernel (writes to the subscribers' sockets, loopback TCP). */
+  kernelShare: number;
+  lost: number;
+}
+
+async function run(kind: Kind): Promise<Run> {
   const s = await server(kind);
   try {
     const path = kind === "batch" ? "/connect?batch=1" : "/connect";
@@ -63,24 +72,26 @@ async function run(kind: Kind): Promise<{ messagesPerSec: number; cpuUsPerMessag
     pub.write(burst);
     outstanding = 2 * BURST;
     await Bun.sleep(1500); // warm-up
-    const [a0, c0, t0] = [acked, await cpuMicros(s.pid), performance.now()];
+    const [a0, c0, t0] = [acked, await cpuSplit(s.pid), performance.now()];
     await Bun.sleep(SECONDS * 1000);
-    const [a1, c1, t1] = [acked, await cpuMicros(s.pid), performance.now()];
+    const [a1, c1, t1] = [acked, await cpuSplit(s.pid), performance.now()];
+    const [user, system] = [c1.user - c0.user, c1.system - c0.system];
     publishing = false;
     const until = performance.now() + 10_000;
     while ((outstanding > 0 || [...counts.values()].some((n) => n < acked)) && performance.now() < until) await Bun.sleep(20);
     const lost = [...counts.values()].reduce((sum, n) => sum + Math.max(0, acked - n), 0) + subs.filter((c) => c.closed).length;
     for (const c of [...subs, pub]) c.close();
     const messages = (a1 - a0) * SUBSCRIBERS;
-    return { messagesPerSec: (messages * 1000) / (t1 - t0), cpuUsPerMessage: (c1 - c0) / messages, lost };
+    return { messagesPerSec: (messages * 1000) / (t1 - t0), cpuUsPerMessage: (user + system) / messages, kernelShare: system / (user + system), lost };
   } finally {
     await s.kill();
   }
 }
 
 const kinds: Kind[] = ["raw", "per-frame", "batch"];
-const results: Record<Kind, { messagesPerSec: number; cpuUsPerMessage: number; lost: number }[]> = { raw: [], "per-frame": [], batch: [] };
-for (let round = 0; round < ROUNDS; round++) {
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
+const results: Record<Kind, Run[]> = { raw: [], "per-frame": [], batch: [] };
+for (let round = 0; round < (only === "latency" ? 0 : ROUNDS); round++) {
   for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) {
     results[kind].push(await run(kind));
     console.error(`round ${round + 1}/${ROUNDS} ${kind}: ${fmt(results[kind].at(-1)!.messagesPerSec)} messages/s`);
@@ -88,11 +99,72 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 const raw = median(results.raw.map((r) => r.messagesPerSec));
 console.log(`\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, bun ${Bun.version}, fan-out x${fmt(SUBSCRIBERS)}, bursts of ${BURST} publishes per tick, ${ROUNDS} rounds x ${SECONDS} s\n`);
-console.log("| server | messages delivered/s | vs raw per-frame floor | server CPU us/message | lost |");
-console.log("| --- | --- | --- | --- | --- |");
-for (const kind of kinds) {
+console.log("| server | messages delivered/s | vs raw per-frame floor | server CPU us/message | of it in the kernel | lost |");
+console.log("| --- | --- | --- | --- | --- | --- |");
+for (const kind of only === "latency" ? [] : kinds) {
   const rate = median(results[kind].map((r) => r.messagesPerSec));
-  console.log(`| ${kind === "raw" ? "raw Bun, a frame per message" : kind === "batch" ? "switchboard, ?batch=1" : "switchboard, a frame per message"} | ${fmt(rate)} | ${fmt(rate / raw, 2)}x | ${fmt(median(results[kind].map((r) => r.cpuUsPerMessage)), 3)} | ${results[kind].reduce((n, r) => n + r.lost, 0)} |`);
+  console.log(`| ${kind === "raw" ? "raw Bun, a frame per message" : kind === "batch" ? "switchboard, ?batch=1" : "switchboard, a frame per message"} | ${fmt(rate)} | ${fmt(rate / raw, 2)}x | ${fmt(median(results[kind].map((r) => r.cpuUsPerMessage)), 3)} | ${fmt(median(results[kind].map((r) => r.kernelShare)) * 100)}% | ${results[kind].reduce((n, r) => n + r.lost, 0)} |`);
+}
+
+// Publish -> receive latency at the same offered load: bursts of BURST publishes every LATENCY_PERIOD_MS (an open
+// loop: the publisher does not wait for acks; every 20 ms: 500,000 deliveries/s, a fifth of what raw Bun sustains per
+// frame here, so the load generator's own queueing stays out of the figures; --period=8 is about half). 10 sampling
+// subscribers parse every message (data.t is the publisher's performance.now()); all must arrive (0 lost).
+const LATENCY_PERIOD_MS = Number(process.argv.find((a) => a.startsWith("--period="))?.slice(9) ?? 20);
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+
+async function latency(kind: Kind): Promise<{ p50: number; p99: number; max: number; lost: number }> {
+  const s = await server(kind);
+  try {
+    const subs = await connectAll(s.port, SUBSCRIBERS, kind === "batch" ? "/connect?batch=1" : "/connect");
+    const samples: number[] = [];
+    const received = new Map<LoadConn, number>();
+    const decoder = new TextDecoder();
+    for (const [i, c] of subs.entries()) {
+      c.write(clientFrame(JSON.stringify({ type: "subscribe", topic: "bench" })));
+      if (i % (SUBSCRIBERS / 10) !== 0) continue;
+      received.set(c, 0);
+      c.capture = (payload) => {
+        const now = performance.now();
+        for (const line of decoder.decode(payload).split("\n")) {
+          if (!line.includes('"type":"message"')) continue;
+          received.set(c, received.get(c)! + 1);
+          samples.push((now - JSON.parse(line).data.t) * 1000);
+        }
+      };
+    }
+    const before = kind === "raw" ? 1 : 2;
+    while (subs.some((c) => c.frames < before)) await Bun.sleep(10);
+    const pub = new LoadConn(s.port, "/connect");
+    await pub.open();
+    const bursts = Math.floor((SECONDS * 1000) / LATENCY_PERIOD_MS);
+    const start = performance.now();
+    for (let b = 0; b < bursts; b++) {
+      const wait = start + b * LATENCY_PERIOD_MS - performance.now();
+      if (wait > 1) await Bun.sleep(wait);
+      const t = performance.now();
+      pub.write(Buffer.concat(Array.from({ length: BURST }, () => clientFrame(`{"type":"publish","topic":"bench","data":{"t":${t}}}`))));
+    }
+    const sent = bursts * BURST;
+    const until = performance.now() + 5000;
+    while ([...received.values()].some((n) => n < sent) && performance.now() < until) await Bun.sleep(20);
+    const lost = [...received.values()].reduce((sum, n) => sum + Math.max(0, sent - n), 0) + subs.filter((c) => c.closed).length;
+    for (const c of [...subs, pub]) c.close();
+    return { p50: pct(samples, 50), p99: pct(samples, 99), max: Math.max(...samples), lost };
+  } finally {
+    await s.kill();
+  }
+}
+const latencies: Record<Kind, { p50: number; p99: number; max: number; lost: number }[]> = { raw: [], "per-frame": [], batch: [] };
+for (let round = 0; round < (only === "throughput" ? 0 : ROUNDS); round++) {
+  for (const kind of round % 2 === 0 ? kinds : [...kinds].reverse()) latencies[kind].push(await latency(kind));
+}
+const offered = (BURST * 1000 * SUBSCRIBERS) / LATENCY_PERIOD_MS;
+console.log(`\n| publish -> receive, bursts of ${BURST} every ${LATENCY_PERIOD_MS} ms (${fmt(offered)} deliveries/s offered) | p50 us | p99 us | max us | lost |`);
+console.log("| --- | --- | --- | --- | --- |");
+for (const kind of only === "throughput" ? [] : kinds) {
+  const rs = latencies[kind];
+  console.log(`| ${kind === "raw" ? "raw Bun, a frame per message" : kind === "batch" ? "switchboard, ?batch=1" : "switchboard, a frame per message"} | ${fmt(median(rs.map((r) => r.p50)))} | ${fmt(median(rs.map((r) => r.p99)))} | ${fmt(median(rs.map((r) => r.max)))} | ${rs.reduce((n, r) => n + r.lost, 0)} |`);
 }
 
 // Idle memory per connection, with and without ?batch=1 (5,000 connections each, one server each).
@@ -111,9 +183,11 @@ async function idle(batch: boolean): Promise<{ rss: number; heap: number }> {
     await s.kill();
   }
 }
-const plainIdle = await idle(false);
-const batchIdle = await idle(true);
-console.log("\n| idle /connect connection (5,000) | server RSS bytes | JS heap bytes |");
-console.log("| --- | --- | --- |");
-console.log(`| without batch | ${fmt(plainIdle.rss)} | ${fmt(plainIdle.heap)} |`);
-console.log(`| ?batch=1 | ${fmt(batchIdle.rss)} | ${fmt(batchIdle.heap)} |`);
+if (only === undefined) {
+  const plainIdle = await idle(false);
+  const batchIdle = await idle(true);
+  console.log("\n| idle /connect connection (5,000) | server RSS bytes | JS heap bytes |");
+  console.log("| --- | --- | --- |");
+  console.log(`| without batch | ${fmt(plainIdle.rss)} | ${fmt(plainIdle.heap)} |`);
+  console.log(`| ?batch=1 | ${fmt(batchIdle.rss)} | ${fmt(batchIdle.heap)} |`);
+}

@@ -3,7 +3,11 @@
 //      (a topic per subscription: topic bookkeeping included) and to 10 shared topics (subscriptions alone);
 //   2. Redis per operation, on a node with REDIS_URL: commands and Redis CPU per publish (history on and off),
 //      per subscribe + unsubscribe, and per presence refresh of one topic.
-// CPU per message and per delivery come from `bun run bench` (bench/RESULTS.md). Run: bun bench/capacity.ts.
+//      Publishes one at a time and in bursts of 10 per tick (one Redis command per topic per tick), and a plain
+//      publish with K more nodes subscribed to the topic (what each extra node costs Redis).
+// CPU per message and per delivery come from `bun run bench` (bench/RESULTS.md).
+// Run: bun bench/capacity.ts [--only=redis].
+import { RedisClient } from "bun";
 import { clientFrame, connectAll, cpuMicros, LoadConn, redisCommands, rssBytes, spawnServer, startRedis, waitReady, type ServerProcess } from "./lib.ts";
 
 const CONNS = 2000;
@@ -62,17 +66,19 @@ async function redisCosts(): Promise<Record<string, RedisCost>> {
         const [k1, c1] = [await redisCommands(redis.url), await cpuMicros(redis.pid)];
         out[what] = { commands: (k1 - k0 - 1) / count, redisCpuUs: (c1 - c0) / count }; // less one INFO
       };
-      // Publishes: one connection keeping 16 in flight, 20,000 of them, acks counted.
+      // Publishes: one connection keeping `window` in flight (written `burst` at a time, so a burst is read in one
+      // tick: the node sends it to Redis as one command), 20,000 of them, acks counted.
       const N = 20_000;
       const [pub] = await open(server.port, 1);
       const frame = clientFrame(JSON.stringify({ type: "publish", topic: "cap.p", data: { text: "hello, everyone in this room" }, id: 1 }));
-      await measure(`publish (history ${history ? "on" : "off"})`, N, async () => {
+      const publishes = (burst: number, window: number) => async () => {
+        const chunk = Buffer.concat(Array.from({ length: burst }, () => frame));
         let sent = 0;
         const start = pub!.frames;
         const pump = () => {
-          while (sent < N && sent - (pub!.frames - start) < 16) {
-            pub!.write(frame);
-            sent++;
+          while (sent < N && sent - (pub!.frames - start) + burst <= window) {
+            pub!.write(chunk);
+            sent += burst;
           }
         };
         pump();
@@ -80,8 +86,20 @@ async function redisCosts(): Promise<Record<string, RedisCost>> {
           await Bun.sleep(1);
           pump();
         }
-      });
-      if (!history) continue;
+      };
+      const mode = `history ${history ? "on" : "off"}`;
+      await measure(`publish (${mode}), one at a time, 16 in flight`, N, publishes(1, 16));
+      await measure(`publish (${mode}), bursts of 10 per tick`, N, publishes(10, 20));
+      if (!history) {
+        // The same topic subscribed by K more nodes (a subscriber connection each, as a node holds): Redis writes
+        // each PUBLISH to every one of them.
+        for (const k of [4, 16]) {
+          const nodes = await Promise.all(Array.from({ length: k }, () => subscriberConnection(redis.url, "sb:cap.p")));
+          await measure(`publish (${mode}), one at a time, ${k} more nodes subscribed`, N, publishes(1, 16));
+          for (const node of nodes) node.close();
+        }
+        continue;
+      }
       // Subscribe (answered: Redis SUBSCRIBE, the topic's position, the presence entry) then unsubscribe of a
       // fresh topic each, 2,000 times, 100 at a time. An unsubscribe sent before `subscribed` would cancel the
       // subscribe before Redis hears of it, so each waits for the answers of the step before.
@@ -112,14 +130,24 @@ async function redisCosts(): Promise<Record<string, RedisCost>> {
   return out;
 }
 
-const distinct = await memoryPerSubscription(false);
-const shared = await memoryPerSubscription(true);
-const redis = await redisCosts();
+/** A Redis connection subscribed to `channel`, standing for one more node holding the topic. */
+async function subscriberConnection(url: string, channel: string): Promise<RedisClient> {
+  const client = new RedisClient(url);
+  await client.connect();
+  await client.subscribe(channel, () => {});
+  return client;
+}
+
 console.log(`\n${new Date().toISOString().slice(0, 10)}, ${navigator.hardwareConcurrency} cores, bun ${Bun.version}, ${fmt(CONNS)} connections x ${PER_CONN} subscriptions\n`);
-console.log("| memory | server RSS bytes/subscription | JS heap bytes/subscription |");
-console.log("| --- | --- | --- |");
-console.log(`| a topic per subscription (topic bookkeeping included) | ${fmt(distinct.rss)} | ${fmt(distinct.heap)} |`);
-console.log(`| 10 shared topics (the subscription alone) | ${fmt(shared.rss)} | ${fmt(shared.heap)} |`);
+if (!process.argv.includes("--only=redis")) {
+  const distinct = await memoryPerSubscription(false);
+  const shared = await memoryPerSubscription(true);
+  console.log("| memory | server RSS bytes/subscription | JS heap bytes/subscription |");
+  console.log("| --- | --- | --- |");
+  console.log(`| a topic per subscription (topic bookkeeping included) | ${fmt(distinct.rss)} | ${fmt(distinct.heap)} |`);
+  console.log(`| 10 shared topics (the subscription alone) | ${fmt(shared.rss)} | ${fmt(shared.heap)} |`);
+}
+const redis = await redisCosts();
 console.log("\n| Redis, per operation | commands | Redis CPU us |");
 console.log("| --- | --- | --- |");
 for (const [what, cost] of Object.entries(redis)) console.log(`| ${what} | ${fmt(cost.commands, 1)} | ${fmt(cost.redisCpuUs, 1)} |`);

@@ -82,9 +82,15 @@ export function reportHeapOnSignal(): void {
 
 /** utime + stime of a process, in microseconds. */
 export async function cpuMicros(pid: number): Promise<number> {
+  const { user, system } = await cpuSplit(pid);
+  return user + system;
+}
+
+/** CPU time of `pid` so far in microseconds, in user space and in the kernel (system calls, loopback TCP). */
+export async function cpuSplit(pid: number): Promise<{ user: number; system: number }> {
   const stat = await Bun.file(`/proc/${pid}/stat`).text();
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+  return { user: (Number(fields[11]) * 1e6) / CLK_TCK, system: (Number(fields[12]) * 1e6) / CLK_TCK };
 }
 
 export async function rssBytes(pid: number): Promise<number> {
