@@ -217,9 +217,11 @@ function createBroker(config: Config, rules: TopicRules, log: Logger, clock: Clo
     return new MemoryBroker(history && new MemoryHistory({ ...history, maxBytes: config.HISTORY_MAX_BYTES, clock, held }));
   }
   // One broker per listed instance; several: topics are spread over them by a hash of their name.
-  const brokers = redisUrls(config.REDIS_URL).map(
-    (url) =>
+  const urls = redisUrls(config.REDIS_URL);
+  const brokers = urls.map(
+    (url, index) =>
       new RedisBroker({
+        placement: urls.length > 1 ? { index, count: urls.length } : undefined,
         url,
         log,
         clock,

@@ -101,7 +101,11 @@ describe("loadConfig", () => {
 
   test("a password in a URL is masked wherever a value shows it", () => {
     expect(errorOf({ REDIS_URL: "http://admin:s3cret@cache:6379" })).toBe(
-      'invalid configuration: REDIS_URL="http://***@cache:6379": must be a redis:// (or rediss://, valkey://) URL',
+      'invalid configuration: REDIS_URL="http://***@cache:6379": must be a redis:// (or rediss://, valkey://) URL, or several separated by commas',
+    );
+    // Each URL of a list is masked, the one refused and the others.
+    expect(errorOf({ REDIS_URL: "redis://a:pw1@r1:6379,redis://b:pw2@r1:6379,redis://a:pw1@r1:6379" })).toBe(
+      'invalid configuration: REDIS_URL="redis://***@r1:6379,redis://***@r1:6379,redis://***@r1:6379": lists an instance twice: each topic must live on one Redis',
     );
     expect(errorOf({ ALLOWED_ORIGINS: "https://u:pw@a.example" })).toBe(
       'invalid configuration: ALLOWED_ORIGINS="https://***@a.example": "https://***@a.example": has credentials (user@): an origin never carries them',

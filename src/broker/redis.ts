@@ -85,6 +85,8 @@ interface Outgoing {
 /** An error Redis itself replied with (the command ran, or was refused), as opposed to a connection failure. */
 const isServerReply = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === "ERR_REDIS_SERVER_ERROR";
 const SEPARATOR = "|";
+/** Sharded: the instance's place in REDIS_URL, as the first node to connect listed it (`$`: no topic's key). */
+const PLACEMENT_KEY = `${CHANNEL_PREFIX}$shard`;
 
 export interface RedisBrokerOptions {
   url: string;
@@ -103,6 +105,8 @@ export interface RedisBrokerOptions {
   scripts?: readonly string[];
   /** History on (HISTORY_SIZE > 0): publishes to history go through the append script (src/history/redis.ts). */
   history?: RedisHistoryOptions;
+  /** One of several instances (src/broker/sharded.ts): its place in REDIS_URL, checked against other nodes'. */
+  placement?: { index: number; count: number };
 }
 
 /** One connection to Redis (publisher + subscriber) and what is in flight on it. */
@@ -410,6 +414,25 @@ export class RedisBroker implements Broker {
     );
   }
 
+  /**
+   * Sharded: this instance's place in REDIS_URL must be the same on every node, or nodes would put a topic on
+   * different instances (its messages and offsets forked, silently). The first node to connect writes its index
+   * (`SETNX`, no TTL); any node listing the instance elsewhere is refused with the reason, and retries. A Redis
+   * restarted empty forgets it, and the next node to connect writes it again. Undefined when it matches.
+   */
+  private async checkPlacement(pub: RedisClient, { index, count }: { index: number; count: number }): Promise<string | undefined> {
+    try {
+      const [, stored] = await Promise.all([pub.send("SETNX", [PLACEMENT_KEY, String(index)]), pub.send("GET", [PLACEMENT_KEY])]);
+      if (stored === String(index)) return undefined;
+      return (
+        `REDIS_URL lists this instance as number ${index + 1} of ${count}, but a node listing it as number ${Number(stored) + 1} was here first: ` +
+        `every node must list the same instances in the same order (after reordering them on every node on purpose, DEL ${PLACEMENT_KEY} on each instance)`
+      );
+    } catch (error) {
+      return `placement check failed: ${error instanceof Error ? error.message : String(error)}`;
+    }
+  }
+
   /** Loads both scripts on `link` (once at a time): before a connection is used, and after a NOSCRIPT. */
   private loadScripts(link: Link): Promise<unknown> {
     const scripts = [...(this.options.history === undefined ? [] : [APPEND_SCRIPT, READ_SCRIPT]), ...(this.options.scripts ?? [])];
@@ -637,6 +660,12 @@ export class RedisBroker implements Broker {
           );
           const scriptFailure = await Promise.race([loaded, ended, Bun.sleep(timeoutMs).then(() => `SCRIPT LOAD / INFO unanswered within ${timeoutMs} ms`)]);
           if (scriptFailure !== undefined) throw new Error(scriptFailure);
+          if (this.closed) break;
+        }
+        const placement = this.options.placement;
+        if (placement !== undefined) {
+          const mismatch = await Promise.race([this.checkPlacement(pub, placement), ended, Bun.sleep(timeoutMs).then(() => `placement check unanswered within ${timeoutMs} ms`)]);
+          if (mismatch !== undefined) throw new Error(mismatch);
           if (this.closed) break;
         }
         this.link = link;
