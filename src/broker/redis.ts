@@ -5,7 +5,8 @@
 //   messages of that tick (`<nodeId>|<frame>\n<frame>...`: one PUBLISH per topic per tick). The frame is
 //   serialized once; the Redis payload is those strings behind a prefix. Nodes drop payloads carrying their
 //   own id, so the origin never delivers twice, and Redis keeps per-channel order, so one publisher's order
-//   holds on every node. History messages go one script call each (the script assigns the offset).
+//   holds on every node. History messages go the same way, a topic's of one tick in one script call (the script
+//   assigns their offsets and PUBLISHes them together).
 // - Interest only: channel subscriptions follow the hub's interest through one state machine per channel
 //   (./redis-channels.ts), so traffic a node does not need never reaches it. One channel is held for the
 //   node's whole life whatever the interest: the control channel `sb:$ctl` of the API's commands.
@@ -165,8 +166,8 @@ export class RedisBroker implements Broker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
   readonly nodeId = crypto.randomUUID().slice(0, 8);
   /**
-   * sent/received: messages to and from Redis (batches: the PUBLISHes and history script calls carrying them). dropped: cross-node copies not sent (Redis unreachable,
-   * stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
+   * sent/received: messages to and from Redis (batches: the PUBLISHes and history script calls carrying them).
+   * dropped: cross-node copies not sent (Redis unreachable, stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
    * stalls: health probes that did not come back in time.
    */
   readonly counters = {
