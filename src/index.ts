@@ -4,7 +4,7 @@
 // A start-up failure is one line on stderr naming the variable, never a stack trace or a secret's value.
 import { openModeWarning } from "./auth/admission.ts";
 import { importPublicKey } from "./auth/tokens.ts";
-import { ConfigError, loadConfig, shownValue, type Config } from "./config.ts";
+import { ConfigError, loadConfig, redisUrls, shownValue, type Config } from "./config.ts";
 import { errorFields, Logger } from "./log.ts";
 import { startServer } from "./server.ts";
 import { supervise } from "./supervisor.ts";
@@ -101,12 +101,14 @@ function serveHere(config: Config, log: Logger, topics: TopicDefinitions | undef
 
   // Printed last, once the signal handlers are in place: whoever waits for this line may signal at once.
   const ws = running.url.replace(/^http/, "ws");
-  const broker = config.REDIS_URL === undefined ? "" : " with Redis";
+  const instances = config.REDIS_URL === undefined ? 0 : redisUrls(config.REDIS_URL).length;
+  const broker = instances === 0 ? "" : instances === 1 ? " with Redis" : ` with Redis (${instances} instances, topics sharded)`;
   const warning = openModeWarning(config);
   if (warning !== undefined) console.error(warning);
   log.info("start", {
     url: running.url,
-    broker: config.REDIS_URL === undefined ? "memory" : "redis",
+    broker: instances === 0 ? "memory" : "redis",
+    redisInstances: instances,
     auth: warning === undefined ? "jwt" : "open",
     topicPatterns: topics?.entries.length ?? 0,
     pid: process.pid,

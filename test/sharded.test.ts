@@ -6,7 +6,7 @@ import { RedisBroker } from "../src/broker/redis.ts";
 import { fnv1a, jumpHash, ShardedBroker } from "../src/broker/sharded.ts";
 import { loadConfig } from "../src/config.ts";
 import type { ServerFrame } from "../src/protocol.ts";
-import { Client, serve, stopAll, until, type TestServer } from "./helpers.ts";
+import { Client, serve, spawnEntry, stopAll, until, type TestServer } from "./helpers.ts";
 import { startRedis, type TestRedis } from "./redis.ts";
 
 /** The published algorithm, in BigInt: what jumpHash must equal. */
@@ -170,6 +170,16 @@ describe("two nodes on two Redis instances", () => {
     expect(kick.status).toBe(200);
     const closed = await sub.closed;
     expect(closed.code).toBe(4003);
+  });
+
+  test("the entry point says it shards, and serves", async () => {
+    const entry = await spawnEntry({ REDIS_URL: `${one.url}, ${two.url}`, LOG_LEVEL: "warn" }, /^switchboard listening on http:\/\/127\.0\.0\.1:(\d+) .* with Redis \(2 instances, topics sharded\)/m);
+    try {
+      await until(async () => (await fetch(`http://127.0.0.1:${entry.port}/readyz`)).status === 200, 5000, "entry ready");
+    } finally {
+      entry.proc.kill("SIGTERM");
+      await entry.proc.exited;
+    }
   });
 
   test("/metrics sums the instances' counters", async () => {
