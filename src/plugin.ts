@@ -218,10 +218,13 @@ function createBroker(config: Config, rules: TopicRules, log: Logger, clock: Clo
   }
   // One broker per listed instance; several: topics are spread over them by a hash of their name.
   const urls = redisUrls(config.REDIS_URL);
+  const nodeId = crypto.randomUUID().slice(0, 8);
+  const refused = { value: false };
   const brokers = urls.map(
     (url, index) =>
       new RedisBroker({
-        placement: urls.length > 1 ? { index, count: urls.length } : undefined,
+        nodeId,
+        placement: { index, count: urls.length, refused },
         url,
         log,
         clock,

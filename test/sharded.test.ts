@@ -204,15 +204,15 @@ describe("instances listed in another order on one node", () => {
   test("is refused, never ready, with the reason; the nodes listing them in order work, and a Redis restarted empty is placed again", async () => {
     const a = serve({ REDIS_URL: `${one.url},${two.url}` });
     await until(() => a.gateway.readiness().ready, 5000, "node A ready");
-    expect(await one.command("GET", ["sb:$shard"])).toBe("0");
-    expect(await two.command("GET", ["sb:$shard"])).toBe("1");
+    expect(await one.command("GET", ["sb:$shard"])).toBe("0/2");
+    expect(await two.command("GET", ["sb:$shard"])).toBe("1/2");
     const b = serve({ REDIS_URL: `${two.url},${one.url}` });
     await until(async () => {
       const response = await fetch(`http://127.0.0.1:${b.port}/readyz`);
       return response.status === 503 && JSON.stringify(await response.json()).includes("same order");
     }, 5000, "node B refused with the reason");
     const body = (await (await fetch(`http://127.0.0.1:${b.port}/readyz`)).json()) as Record<string, unknown>;
-    expect(JSON.stringify(body)).toContain("REDIS_URL lists this instance as number 1 of 2, but a node listing it as number 2 was here first");
+    expect(JSON.stringify(body)).toContain("REDIS_URL lists this instance as number 1 of 2, but a node listing it as number 2 of 2 was here first");
     // B never subscribes anything on either instance while refused; A is unaffected.
     expect(a.gateway.readiness().ready).toBe(true);
     const c = serve({ REDIS_URL: ` ${one.url} , ${two.url}` });
@@ -223,6 +223,6 @@ describe("instances listed in another order on one node", () => {
     await two.stop();
     await two.start();
     await until(() => a.gateway.readiness().ready && c.gateway.readiness().ready, 10_000, "A and C ready again");
-    expect(await two.command("GET", ["sb:$shard"])).toBe("1");
+    expect(await two.command("GET", ["sb:$shard"])).toBe("1/2");
   });
 });

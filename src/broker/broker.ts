@@ -51,6 +51,8 @@ export class BrokerUnavailable extends Error {
  *   topics with local interest".
  */
 export interface Broker {
+  // Frames handed to publish/append/announce are one line of JSON (the protocol's serializers make them so):
+  // the Redis broker sends a topic's frames of one tick joined by "\n", and receivers split on it.
   /**
    * Called once, before any publish: where messages for local subscribers go, whom to tell when the
    * transport is back after a loss (messages of other nodes may have been missed meanwhile; `owns` says which

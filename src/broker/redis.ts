@@ -106,8 +106,14 @@ export interface RedisBrokerOptions {
   scripts?: readonly string[];
   /** History on (HISTORY_SIZE > 0): publishes to history go through the append script (src/history/redis.ts). */
   history?: RedisHistoryOptions;
-  /** One of several instances (src/broker/sharded.ts): its place in REDIS_URL, checked against other nodes'. */
-  placement?: { index: number; count: number };
+  /**
+   * This instance's place in REDIS_URL (`index` of `count`), checked against other nodes' on every connection.
+   * `refused` is shared by a node's brokers: once any instance refused the node's list, none of them writes a
+   * place on an empty instance (a misconfigured node must not be the one to place a restarted Redis).
+   */
+  placement?: { index: number; count: number; refused: { value: boolean } };
+  /** This node's id, shared by the brokers of several instances (one id per node in logs and payloads). */
+  nodeId?: string;
 }
 
 /** One connection to Redis (publisher + subscriber) and what is in flight on it. */
@@ -118,6 +124,8 @@ class Link {
   pendingBytes = 0;
   /** The connected Redis's run_id (history epochs are bound to it); set before the link is used. */
   runId = "";
+  /** The last batch sent on this connection: replies come in order, so once it settles all before it have. */
+  last: Promise<unknown> | undefined;
   /** The history scripts being (re)loaded on this connection. */
   scriptsLoading: Promise<unknown> | undefined;
   /** When the health PINGs in flight were sent (-1: none), and how many of the two are still unanswered. */
@@ -164,7 +172,7 @@ class Link {
 
 export class RedisBroker implements Broker {
   /** Unique per process: marks this node's own payloads so it skips them when Redis echoes them back. */
-  readonly nodeId = crypto.randomUUID().slice(0, 8);
+  readonly nodeId: string;
   /**
    * sent/received: messages to and from Redis (batches: the PUBLISHes and history script calls carrying them).
    * dropped: cross-node copies not sent (Redis unreachable, stalled, or over maxPendingBytes). failed: PUBLISHes Redis refused or never answered (connection lost).
@@ -213,6 +221,7 @@ export class RedisBroker implements Broker {
   private stopHealth: (() => void) | undefined;
 
   constructor(private readonly options: RedisBrokerOptions) {
+    this.nodeId = options.nodeId ?? crypto.randomUUID().slice(0, 8);
     this.prefix = `${this.nodeId}${SEPARATOR}`;
     this.clock = options.clock ?? systemClock;
     const topicOf = (channel: string) => channel.slice(CHANNEL_PREFIX.length);
@@ -316,24 +325,22 @@ export class RedisBroker implements Broker {
   }
 
   /** End of the tick: one PUBLISH per topic with plain messages, one script call per topic with history ones. */
-  private readonly flushOutbox = (): Promise<unknown> | undefined => {
+  private readonly flushOutbox = (): void => {
     this.flushScheduled = false;
-    let last: Promise<unknown> | undefined;
     if (this.outbox.size !== 0) {
       const outbox = this.outbox;
       this.outbox = new Map();
-      for (const [topic, out] of outbox) last = this.sendBatch(topic, out) ?? last;
+      for (const [topic, out] of outbox) this.sendBatch(topic, out);
     }
     if (this.appends.size !== 0) {
       const appends = this.appends;
       this.appends = new Map();
-      for (const [topic, out] of appends) last = this.store(topic, out) ?? last;
+      for (const [topic, out] of appends) this.store(topic, out);
     }
-    return last; // replies come in order: the last one settles after all
   };
 
   /** Sends `topic`'s pending batch now (it leaves the outbox): also before a presence event of the topic. */
-  private sendBatch(topic: string, out: Outgoing): Promise<unknown> | undefined {
+  private sendBatch(topic: string, out: Outgoing): void {
     if (this.outbox.get(topic) === out) this.outbox.delete(topic);
     const link = out.link;
     if (link !== this.link) {
@@ -343,7 +350,7 @@ export class RedisBroker implements Broker {
     this.counters.sent += out.messages;
     this.counters.batches++;
     link.sentReserved(out.payload.length - this.prefix.length + 1);
-    return link.pub.publish(CHANNEL_PREFIX + topic, out.payload).then(link.onSent, link.onFailed);
+    link.last = link.pub.publish(CHANNEL_PREFIX + topic, out.payload).then(link.onSent, link.onFailed);
   }
 
   /**
@@ -379,10 +386,11 @@ export class RedisBroker implements Broker {
   }
 
   /** Sends `topic`'s appends of this tick as one script call (they leave the outbox). */
-  private store(topic: string, out: PendingAppends): Promise<unknown> | undefined {
+  private store(topic: string, out: PendingAppends): void {
     if (this.appends.get(topic) === out) this.appends.delete(topic);
     const link = out.link;
     if (link !== this.link) {
+      this.counters.dropped += out.heads.length; // not sent: refused, as a publish while Redis is down is
       for (const { reject } of out.settle) reject(new HistoryUnavailable(`redis connection lost: ${this.lastError}`));
       return;
     }
@@ -394,7 +402,7 @@ export class RedisBroker implements Broker {
     // publisher's order would break. The scripts are loaded before a connection is used; a NOSCRIPT (SCRIPT
     // FLUSH, a failover) refuses them as unavailable (they were not run) and reloads them.
     const args = appendArgs(topic, CHANNEL_PREFIX + topic, out.heads, this.options.history!, link.runId, out.retention);
-    return link.pub.send("EVALSHA", [APPEND_SHA, ...args]).then(
+    link.last = link.pub.send("EVALSHA", [APPEND_SHA, ...args]).then(
       (reply) => {
         link.onSent();
         const [first, stored] = reply as [number, number];
@@ -416,18 +424,23 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * Sharded: this instance's place in REDIS_URL must be the same on every node, or nodes would put a topic on
-   * different instances (its messages and offsets forked, silently). The first node to connect writes its index
-   * (`SETNX`, no TTL); any node listing the instance elsewhere is refused with the reason, and retries. A Redis
-   * restarted empty forgets it, and the next node to connect writes it again. Undefined when it matches.
+   * This instance's place in REDIS_URL (`<index>/<count>`) must be the same on every node, or nodes would put a
+   * topic on different instances (its messages and offsets forked, silently): a node listing 2 instances beside
+   * one listing 3 (a rolling change of the list) or them in another order. The first node to connect writes its
+   * place (`SETNX`, no TTL); a node whose list disagrees is refused with the reason, and retries. A Redis
+   * restarted empty forgets it, and the next agreeing node to connect writes it again. Undefined when it matches.
    */
-  private async checkPlacement(pub: RedisClient, { index, count }: { index: number; count: number }): Promise<string | undefined> {
+  private async checkPlacement(pub: RedisClient, { index, count, refused }: NonNullable<RedisBrokerOptions["placement"]>): Promise<string | undefined> {
+    const mine = `${index}/${count}`;
     try {
-      const [, stored] = await Promise.all([pub.send("SETNX", [PLACEMENT_KEY, String(index)]), pub.send("GET", [PLACEMENT_KEY])]);
-      if (stored === String(index)) return undefined;
+      const stored = refused.value ? await pub.send("GET", [PLACEMENT_KEY]) : (await Promise.all([pub.send("SETNX", [PLACEMENT_KEY, mine]), pub.send("GET", [PLACEMENT_KEY])]))[1];
+      if (stored === mine) return undefined;
+      refused.value = true;
+      if (stored === null) return `REDIS_URL disagrees with another instance's placement, so this node does not place this empty instance: it waits for a node that agrees`;
+      const [theirIndex, theirCount] = String(stored).split("/");
       return (
-        `REDIS_URL lists this instance as number ${index + 1} of ${count}, but a node listing it as number ${Number(stored) + 1} was here first: ` +
-        `every node must list the same instances in the same order (after reordering them on every node on purpose, DEL ${PLACEMENT_KEY} on each instance)`
+        `REDIS_URL lists this instance as number ${index + 1} of ${count}, but a node listing it as number ${Number(theirIndex) + 1} of ${theirCount} was here first: ` +
+        `every node must list the same instances in the same order (to change the list: stop every node, DEL ${PLACEMENT_KEY} on each instance, start them with the new list)`
       );
     } catch (error) {
       return `placement check failed: ${error instanceof Error ? error.message : String(error)}`;
@@ -491,6 +504,9 @@ export class RedisBroker implements Broker {
    * maxPendingBytes; resolves with this node's count once Redis took it (PUBLISH answered).
    */
   control(command: ControlCommand): Promise<number> {
+    // What this node published before the command goes first (a "why you are kicked" message before the kick),
+    // as when every publish was its own PUBLISH on this connection. Across instances (sharded) no order is kept.
+    this.flushOutbox();
     const link = this.link;
     const payload = this.prefix + JSON.stringify(command);
     if (link === undefined) return Promise.reject(new BrokerUnavailable(`redis unreachable (${this.lastError}): applied on no node`));
@@ -525,16 +541,22 @@ export class RedisBroker implements Broker {
     return { pending_bytes: this.link?.pendingBytes ?? 0, channels_wanted: wanted, channels_subscribed: subscribed };
   }
 
+  /** The connected Redis's run_id ("" while none is connected): a sharded broker checks no server is listed twice. */
+  get runId(): string {
+    return this.link?.runId ?? "";
+  }
+
   /** True when Redis subscriptions equal local interest right now (tests wait for it). */
   converged(): boolean {
     return this.link !== undefined && this.channels.converged();
   }
 
   async close(): Promise<void> {
-    // What was published before close() still leaves, as it would have at the end of the tick (bounded: a hung
-    // Redis must not hold the shutdown).
-    const sent = this.flushOutbox();
-    if (sent !== undefined) await Promise.race([sent, Bun.sleep(this.options.timeoutMs)]);
+    // What was published before close() still leaves, as it would have at the end of the tick, and what is on its
+    // way gets its answer (bounded: a hung Redis must not hold the shutdown).
+    this.flushOutbox();
+    const last = this.link?.last;
+    if (last !== undefined) await Promise.race([last, Bun.sleep(this.options.timeoutMs)]);
     this.closed = true;
     this.stopHealth?.();
     this.hangUp?.("broker closed");
@@ -557,31 +579,30 @@ export class RedisBroker implements Broker {
     if (payload.charCodeAt(0) === 35 /* # */) {
       if (this.deliver === undefined) return;
       const topic = channel.slice(CHANNEL_PREFIX.length);
-      eachHistoryFrame(payload, (frame, offset, epoch) => {
-        this.counters.received++;
-        this.deliver!(topic, frame, offset, epoch);
-      });
+      eachHistoryFrame(payload, (frame, offset, epoch) => this.deliverOne(topic, frame, offset, epoch));
       return;
     }
     if (payload.startsWith(this.prefix)) return;
     const cut = payload.indexOf(SEPARATOR);
     if (cut < 0 || this.deliver === undefined) return;
     const topic = channel.slice(CHANNEL_PREFIX.length);
-    let line = payload.indexOf("\n", cut + 1);
-    if (line < 0) {
-      this.counters.received++;
-      this.deliver(topic, payload.slice(cut + 1));
-      return;
-    }
-    // A batch: one tick's messages of the topic from one node, in order.
+    // One message, or a batch: one tick's messages of the topic from one node, in order.
     let start = cut + 1;
-    for (; line >= 0; start = line + 1, line = payload.indexOf("\n", start)) {
-      this.counters.received++;
-      this.deliver(topic, payload.slice(start, line));
+    for (let line = payload.indexOf("\n", start); line >= 0; start = line + 1, line = payload.indexOf("\n", start)) {
+      this.deliverOne(topic, payload.slice(start, line));
     }
-    this.counters.received++;
-    this.deliver(topic, payload.slice(start));
+    this.deliverOne(topic, payload.slice(start));
   };
+
+  /** One message of a payload: a handler that throws loses that message, not the rest of its batch. */
+  private deliverOne(topic: string, frame: string, offset?: number, epoch?: string): void {
+    this.counters.received++;
+    try {
+      this.deliver!(topic, frame, offset, epoch);
+    } catch (error) {
+      this.options.log.error("handler_failed", { where: "redis_deliver", topic, ...errorFields(error) });
+    }
+  }
 
   /** Another node's control command: checked (it comes over the network), then applied to this node's connections. */
   private readonly onControlPayload = (payload: string): void => {

@@ -114,9 +114,17 @@ export class ShardedBroker implements Broker {
   }
 
   status(): BrokerStatus {
+    const servers = new Map<string, number>();
     for (const [i, shard] of this.shards.entries()) {
       const status = shard.status();
       if (!status.ready) return { kind: "redis", ready: false, detail: `redis ${i + 1} of ${this.shards.length}: ${status.detail ?? "not ready"}` };
+      // One server listed twice (another spelling, another DB number): pub/sub is per server, so its control
+      // channel would be heard twice. Spelled the same it is refused at start-up; this catches the rest.
+      const twin = servers.get(shard.runId);
+      if (twin !== undefined) {
+        return { kind: "redis", ready: false, detail: `redis ${twin + 1} and ${i + 1} of ${this.shards.length} are the same Redis server (run_id ${shard.runId}): list each server once` };
+      }
+      if (shard.runId !== "") servers.set(shard.runId, i);
     }
     return { kind: "redis", ready: true };
   }
