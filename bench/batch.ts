@@ -4,12 +4,12 @@
 // subscribers; 10 sampling subscribers' message counts are checked at the end, and none may be dropped: 0 lost) and the server's CPU per message.
 // Also the memory an idle connection costs with and without `?batch=1` (the flag lives in the Conn's extras).
 // Then publish -> receive latency of the three at the same offered load (below).
-// Run: bun bench/batch.ts [--quick] [--burst=10] [--period=20] [--only=throughput|latency].
+// Run: bun bench/batch.ts [--quick] [--rounds=N] [--burst=10] [--period=20] [--only=throughput|latency|both] [--json].
 import { clientFrame, connectAll, cpuSplit, LoadConn, median, rssBytes, spawnServer, type ServerProcess } from "./lib.ts";
 
 const quick = process.argv.includes("--quick");
 const BURST = Number(process.argv.find((a) => a.startsWith("--burst="))?.slice(8) ?? 10);
-const ROUNDS = quick ? 1 : 3;
+const ROUNDS = Number(process.argv.find((a) => a.startsWith("--rounds="))?.slice(9) ?? (quick ? 1 : 3));
 const SECONDS = quick ? 2 : 4;
 const SUBSCRIBERS = 1000;
 const fmt = (x: number, d = 0) => x.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -183,6 +183,18 @@ async function idle(batch: boolean): Promise<{ rss: number; heap: number }> {
     await s.kill();
   }
 }
+// For `bun run bench` (its batch scenario): the medians as one line of JSON.
+if (process.argv.includes("--json")) {
+  const summary = (kind: Kind) => ({
+    messagesPerSec: median(results[kind].map((r) => r.messagesPerSec)),
+    ratios: results[kind].map((r, i) => r.messagesPerSec / results.raw[i]!.messagesPerSec),
+    lost: results[kind].reduce((n, r) => n + r.lost, 0) + latencies[kind].reduce((n, r) => n + r.lost, 0),
+    p50: median(latencies[kind].map((r) => r.p50)),
+    p99: median(latencies[kind].map((r) => r.p99)),
+  });
+  console.log(`=${JSON.stringify({ burst: BURST, offered, raw: summary("raw"), perFrame: summary("per-frame"), batch: summary("batch") })}`);
+}
+
 if (only === undefined) {
   const plainIdle = await idle(false);
   const batchIdle = await idle(true);

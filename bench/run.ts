@@ -1,4 +1,4 @@
-// `bun run bench` / `bun run bench -- --quick` (`--only=echo,latency,fanout,idle,soak` runs a subset).
+// `bun run bench` / `bun run bench -- --quick` (`--only=echo,latency,fanout,idle,soak,batch` runs a subset).
 // Every scenario runs switchboard and its raw Bun.serve baseline (bench/baselines/) as separate server
 // processes, driven by separate load-generator processes (bench/load/), interleaved A B A B, medians of
 // paired ratios. On a multi-core machine servers are pinned to CPU 0 and generators to CPU 1 (taskset).
@@ -270,6 +270,25 @@ if (wants("soak")) {
     title: "Soak: RSS",
     svg: lineChart("Soak: server RSS over time (round 1)", "MiB", "second", KINDS.map((k) => ({ name: k === "raw" ? "raw Bun.serve" : k, points: runs[k][0]!.rss }))),
   });
+}
+
+if (wants("batch")) {
+  // Issue 14's target, measured by bench/batch.ts (its own generator: bursts of 10 publishes read in one tick,
+  // subscribers counting the lines of batch frames): batched delivery against raw Bun's frame per message.
+  progress("scenario 6: batched delivery, fan-out x1,000, bursts of 10 publishes per tick (bench/batch.ts)");
+  const proc = Bun.spawn(["bun", "bench/batch.ts", "--only=both", "--json", `--rounds=${quick ? 1 : ROUNDS}`, ...(quick ? ["--quick"] : [])], { stdout: "pipe", stderr: "inherit" });
+  const out = await new Response(proc.stdout).text();
+  await proc.exited;
+  const json = out.split("\n").find((l) => l.startsWith("="));
+  if (json === undefined) throw new Error("bench/batch.ts produced no result");
+  type Side = { messagesPerSec: number; ratios: number[]; lost: number; p50: number; p99: number };
+  const r = JSON.parse(json.slice(1)) as { burst: number; offered: number; raw: Side; perFrame: Side; batch: Side };
+  results.batch = r;
+  const name = `batch x1,000, ${r.burst}/tick`;
+  const ratio = median(r.batch.ratios);
+  table.push([name, "msgs delivered/s (?batch=1 vs per frame)", fmt(r.batch.messagesPerSec), fmt(r.raw.messagesPerSec), `${fmt(ratio, 2)} [${fmt(Math.min(...r.batch.ratios), 2)}-${fmt(Math.max(...r.batch.ratios), 2)}]`, ">= 3.00", verdict(ratio >= 3)]);
+  table.push([name, "messages lost", fmt(r.batch.lost), fmt(r.raw.lost), "", "0", verdict(r.batch.lost === 0)]);
+  table.push([name, `p99 us at ${fmt(r.offered)}/s: batch / per frame`, `${fmt(r.batch.p99)} / ${fmt(r.perFrame.p99)}`, fmt(r.raw.p99), fmt(r.batch.p99 / r.perFrame.p99, 2), "<= 1.00", verdict(r.batch.p99 <= r.perFrame.p99)]);
 }
 
 // --- report ------------------------------------------------------------------------------------------------
