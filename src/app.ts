@@ -239,7 +239,12 @@ export function createRoutes<const Prefix extends string = "">(
       async ({ query }) => {
         const read = await cluster.topics(query.prefix);
         if ("code" in read) return status(httpStatusOf(read.code), { error: read.message });
-        return read.truncated ? { topics: read.topics, truncated: true as const } : { topics: read.topics };
+        // Optional fields only when set: the common answer stays `{"topics":[...]}`.
+        return {
+          topics: read.topics,
+          ...(read.truncated ? { truncated: true as const } : {}),
+          ...(read.unavailable > 0 ? { unavailable: read.unavailable } : {}),
+        };
       },
       keyedQuery(HttpTopicsQuery),
     )

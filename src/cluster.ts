@@ -80,7 +80,10 @@ export type NodeView = NodeRecord & { self: boolean };
 export interface TopicView {
   topic: string;
   local: number;
-  /** Its presence entries on every node; null where its definition turns presence off (nothing is counted). */
+  /**
+   * Its presence entries on every node; null where its definition turns presence off (nothing is counted), or
+   * where its presence store did not answer (the list's `unavailable` counts those).
+   */
   cluster: number | null;
 }
 
@@ -166,7 +169,12 @@ export class ClusterView {
     return [self, ...others];
   }
 
-  async topics(prefix = ""): Promise<{ topics: TopicView[]; truncated: boolean } | Refusal> {
+  /**
+   * This node's topics with their counts. Topics whose count could not be read (their Redis instance is down,
+   * when sharded) are listed with `cluster: null` and counted in `unavailable`; refused only when no listed
+   * topic's count could be read (the one Redis down) or for any other refusal.
+   */
+  async topics(prefix = ""): Promise<{ topics: TopicView[]; truncated: boolean; unavailable: number } | Refusal> {
     const listed: [string, number][] = [];
     for (const entry of this.options.gateway.hub.interests) if (entry[0].startsWith(prefix)) listed.push(entry);
     listed.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
@@ -175,12 +183,21 @@ export class ClusterView {
     // Every read is started before any is awaited: with Redis they share the round trips.
     const stats = await Promise.all(listed.map(([topic]) => this.options.gateway.topics.readPresence(topic, true)));
     const topics: TopicView[] = [];
+    let unavailable = 0;
+    let refusal: Refusal | undefined;
     for (let i = 0; i < listed.length; i++) {
       const read = stats[i]!;
-      if ("code" in read && read.code !== "not_available") return read;
+      if ("code" in read && read.code === "unavailable") {
+        unavailable++;
+        refusal = read;
+      } else if ("code" in read && read.code !== "not_available") {
+        return read;
+      }
       topics.push({ topic: listed[i]![0], local: listed[i]![1], cluster: "code" in read ? null : read.clients });
     }
-    return { topics, truncated };
+    // The store answered for no topic (the one Redis down): refused, as before sharding; some: a partial list.
+    if (refusal !== undefined && topics.every((t) => t.cluster === null)) return refusal;
+    return { topics, truncated, unavailable };
   }
 
   /** Stops announcing and removes this node's record (after the announcement in flight, which would write it back). */

@@ -287,4 +287,40 @@ describe("several Redis instances", () => {
       await node.switchboard.stop();
     }
   });
+  test("GET /api/topics with one instance down lists its topics with cluster null and counts them; with all down, 503", async () => {
+    for (const r of [r1, r2, r3]) await r.command("DEL", ["sb:$shard"]);
+    const key = "k".repeat(32);
+    const a = serve({ REDIS_URL: `${r1.url},${r2.url}`, API_KEY: key, REDIS_TIMEOUT_MS: 500 });
+    const clients: Client[] = [];
+    try {
+      await until(() => a.gateway.readiness().ready, 5000, "A ready");
+      const onFirst = topicWhere(0, 0);
+      const onSecond = topicWhere(1, 1);
+      for (const topic of [onFirst, onSecond]) {
+        const client = await Client.connect(a);
+        client.send({ type: "subscribe", topic });
+        expect(await client.json()).toMatchObject({ type: "subscribed", topic });
+        clients.push(client);
+      }
+      const topics = async () => {
+        const response = await fetch(`http://127.0.0.1:${a.port}/api/topics?prefix=fork.`, { headers: { authorization: `Bearer ${key}` } });
+        return [response.status, await response.json()] as const;
+      };
+      const byName = (body: { topics: { topic: string }[] }) => ({ ...body, topics: [...body.topics].sort((x, y) => (x.topic < y.topic ? -1 : 1)) });
+      const sorted = (rows: { topic: string; local: number; cluster: number | null }[]) => rows.sort((x, y) => (x.topic < y.topic ? -1 : 1));
+      const [okStatus, okBody] = await topics();
+      expect([okStatus, byName(okBody)]).toEqual([200, { topics: sorted([{ topic: onFirst, local: 1, cluster: 1 }, { topic: onSecond, local: 1, cluster: 1 }]) }]);
+      await r2.stop();
+      await until(() => !a.gateway.readiness().ready, 5000, "A sees instance 2 gone");
+      const [partialStatus, partialBody] = await topics();
+      expect([partialStatus, byName(partialBody)]).toEqual([200, { topics: sorted([{ topic: onFirst, local: 1, cluster: 1 }, { topic: onSecond, local: 1, cluster: null }]), unavailable: 1 }]);
+      await r1.stop();
+      await until(async () => (await topics())[0] === 503, 5000, "no instance answers: 503");
+      expect(await topics()).toEqual([503, { error: "presence store unavailable: retry later" }]);
+    } finally {
+      for (const client of clients) client.close();
+      await Promise.all([r1.start(), r2.start()]);
+      await a.switchboard.stop();
+    }
+  });
 });

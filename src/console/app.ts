@@ -35,6 +35,8 @@ const state = {
   topic: "",
   topics: [] as TopicView[],
   topicsTruncated: false,
+  /** Topics whose cluster count did not come (their Redis instance does not answer, when sharded). */
+  topicsUnavailable: 0,
   /** The filter holds characters no topic has: nothing is asked. */
   invalidPrefix: false,
   topicSort: { by: "local" as "topic" | "local" | "cluster", descending: true },
@@ -381,11 +383,12 @@ async function pollTopics(): Promise<void> {
     renderTopics();
     return;
   }
-  const read = await api<{ topics: TopicView[]; truncated?: boolean }>(`/api/topics${prefix === "" ? "" : `?prefix=${encodeURIComponent(prefix)}`}`);
+  const read = await api<{ topics: TopicView[]; truncated?: boolean; unavailable?: number }>(`/api/topics${prefix === "" ? "" : `?prefix=${encodeURIComponent(prefix)}`}`);
   // A newer filter was typed meanwhile: this answer is for the old one.
   if ($<HTMLInputElement>("topic-filter").value.trim() !== prefix) return;
   state.topics = read.topics;
   state.topicsTruncated = read.truncated === true;
+  state.topicsUnavailable = read.unavailable ?? 0;
   renderTopics();
 }
 
@@ -406,7 +409,10 @@ function renderTopics(): void {
   const shown = pageOf("topics", rows);
   setText(
     "topics-count",
-    state.invalidPrefix ? "(a prefix is letters, digits and . _ - : /)" : `${rows.length} topics${state.topicsTruncated ? " (the busiest 1,000: narrow the prefix)" : ""}`,
+    state.invalidPrefix
+      ? "(a prefix is letters, digits and . _ - : /)"
+      : `${rows.length} topics${state.topicsTruncated ? " (the busiest 1,000: narrow the prefix)" : ""}` +
+          (state.topicsUnavailable > 0 ? ` (${state.topicsUnavailable} cluster counts unavailable: their Redis does not answer)` : ""),
   );
   syncRows(
     $("topics").querySelector("tbody")!,
